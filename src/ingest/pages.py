@@ -1,0 +1,151 @@
+"""``save_page``: the seed's ``processAndSavePage``, kept as one call per page.
+
+A page is any OCDS document (bytes, text, parsed JSON, a list of releases) with the name of its source. It is
+read, turned into rows and rejections, de-duplicated by the conflict rule and written in one transaction. The
+CLI, the worker and the benchmark all call it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, BinaryIO
+
+from ingest import documents
+from ingest.documents import Compiled, Document, Found, Item, Unreadable
+from ingest.releases import (
+    CompiledRow,
+    Rejection,
+    ReleaseRow,
+    compiled_to_row,
+    newest_compiled,
+    newest_per_key,
+    to_row,
+    unreadable_to_rejection,
+)
+from ingest.store.connection import Database
+from ingest.store.writer import write_page
+
+# Releases per transaction when a file is larger than one page (measured by `make bench`; see README).
+DEFAULT_BATCH_SIZE = 1000
+
+
+@dataclass
+class PageResult:
+    """What happened to one page (or, summed with ``+=``, to many)."""
+
+    releases_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates_in_page: int = 0
+    compiled_releases: int = 0
+    linked_releases: int = 0
+    empty_packages: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    round_trips: int = 0
+    pages: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def __iadd__(self, other: PageResult) -> PageResult:
+        for name in ("releases_read", "inserted", "updated", "unchanged", "duplicates_in_page",
+                     "compiled_releases", "linked_releases", "empty_packages", "round_trips", "pages"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.rejected.update(other.rejected)
+        return self
+
+
+def _document(page: Any) -> tuple[Iterable[Item], documents.DocumentStats]:
+    if isinstance(page, Document):
+        return page.items(), page.stats
+    if isinstance(page, (bytes, bytearray, memoryview)):
+        document = documents.read_bytes(bytes(page))
+        return document.items(), document.stats
+    if isinstance(page, str):
+        document = documents.read_text(page)
+        return document.items(), document.stats
+    stats = documents.DocumentStats()
+    return documents._Emitter(stats).value(page, ""), stats
+
+
+def _rows(items: Iterable[Item], source: str) -> tuple[list[ReleaseRow], list[Rejection], list[CompiledRow], int]:
+    """Rows, rejections and compiled releases of some items, and how many release objects were among them."""
+    found = 0
+    rows: list[ReleaseRow] = []
+    rejections: list[Rejection] = []
+    compiled: list[CompiledRow] = []
+    for item in items:
+        if isinstance(item, Found):
+            found += 1
+            row = to_row(item, source)
+            (rows if isinstance(row, ReleaseRow) else rejections).append(row)  # type: ignore[arg-type]
+        elif isinstance(item, Compiled):
+            compiled_row = compiled_to_row(item, source)
+            (compiled if isinstance(compiled_row, CompiledRow) else rejections).append(compiled_row)  # type: ignore[arg-type]
+        elif isinstance(item, Unreadable):
+            rejections.append(unreadable_to_rejection(item))
+    return rows, rejections, compiled, found
+
+
+def save_items(db: Database, items: Iterable[Item], source: str, context: str = "") -> PageResult:
+    """Write already-read items as one page, in one transaction."""
+    rows, rejections, compiled, found = _rows(items, source)
+    unique_rows, duplicates = newest_per_key(rows)
+    unique_compiled = newest_compiled(compiled)
+    round_trips_before = db.round_trips
+    written = write_page(db, unique_rows, rejections, unique_compiled, source, context)
+    result = PageResult(
+        releases_read=found,
+        inserted=written.inserted,
+        updated=written.updated,
+        duplicates_in_page=duplicates,
+        compiled_releases=written.compiled,
+        round_trips=db.round_trips - round_trips_before,
+        pages=1,
+    )
+    refused = written.refused or []
+    result.unchanged = len(unique_rows) - written.inserted - written.updated - len(refused) + duplicates
+    result.rejected.update(item.reason for item in [*rejections, *refused])
+    return result
+
+
+def save_page(db: Database, page: Any, source: str, context: str = "") -> PageResult:
+    """Read a page in any OCDS shape and write it: the library's entry point.
+
+    ``page`` is bytes or text (any encoding and shape the reader knows), a parsed package, record or release,
+    or a list of releases. Returns counts: inserted, updated, unchanged, rejected by reason, round trips.
+    """
+    items, stats = _document(page)
+    result = save_items(db, items, source, context)
+    result.linked_releases = stats.linked_releases
+    result.empty_packages = stats.empty_packages
+    return result
+
+
+def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, context: str,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[PageResult]:
+    """Load a file of any size: small ones are read whole, large ones streamed; one transaction per batch."""
+    if size_bytes <= documents.STREAM_THRESHOLD_BYTES:
+        document = documents.read_bytes(binary.read())
+    else:
+        buffered = binary if isinstance(binary, io.BufferedReader) else io.BufferedReader(binary)  # type: ignore[arg-type]
+        document = documents.read_stream(buffered)
+    produced = False
+    for batch in batches(document.items(), batch_size):
+        produced = True
+        yield save_items(db, batch, source, context)
+    tail = PageResult(linked_releases=document.stats.linked_releases,
+                      empty_packages=document.stats.empty_packages, pages=0 if produced else 1)
+    yield tail
