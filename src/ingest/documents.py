@@ -313,6 +313,15 @@ class _Broken(Exception):
         self.detail = detail
 
 
+@dataclass
+class _ObjectState:
+    outer_retain: int | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    pending: list[Item] = field(default_factory=list)
+    streamed: bool = False
+    failure: _ItemError | None = None
+
+
 class _Walker:
     """Walks a document over a text window; refills it from ``stream`` when given (the streaming mode)."""
 
@@ -375,6 +384,7 @@ class _Walker:
 
     def _item(self) -> tuple[Any, str | None]:
         """Parse the value at pos as one item; return (value, its raw text when it was cut out)."""
+        self._skip_ws()
         start = self.pos
         if self.eof:
             try:
@@ -383,6 +393,9 @@ class _Walker:
             except (ValueError, RecursionError):
                 pass  # delimit it leniently below, then say exactly what is wrong with it
         end = self._find_end(start)
+        if end == start:
+            found = repr(self.buf[start]) if start < len(self.buf) else "end of document"
+            raise _Broken(f"expected a value at character {self.base + start}, found {found}")
         raw = self.buf[start:end]
         self.pos = end
         try:
@@ -483,61 +496,66 @@ class _Walker:
     def _object(self, position: str, package: Package) -> Iterator[Item]:
         """Walk an object member by member; stream its releases/records arrays item by item."""
         start = self.pos
-        outer_retain = self.retain_from
+        state = _ObjectState(outer_retain=self.retain_from)
         if self.retain_from is None:
-            self.retain_from = start
+            self.retain_from = start  # until it proves to be a package, the object's text may be needed whole
         self._expect("{")
-        meta: dict[str, Any] = {}
-        pending: list[Item] = []
-        streamed = False
-        failure: _ItemError | None = None
-        if self._peek() == "}":
-            self.pos += 1
-        else:
-            while True:
-                key = self._key()
-                if key in ("releases", "records") and self._peek() == "[":
-                    if not streamed:
-                        streamed = True
-                        self.retain_from = outer_retain  # a package: its releases are not retained
-                    own = Package.from_metadata(meta)
-                    for item in self._members_array(key, f"{position}/{key}", own):
-                        if self.stream is None:
-                            pending.append(item)  # in memory: emit once the package metadata is complete
-                        else:
-                            yield item
-                else:
-                    member_start = self.pos
-                    try:
-                        meta[key], _ = self._item()
-                    except _ItemError as error:
-                        failure = failure or error
-                        if streamed:
-                            yield Unreadable(error.reason, f"member '{key}': {error.detail}",
-                                             self.buf[member_start:self.pos], f"{position}/{key}")
-                if self._expect(",}") == "}":
-                    break
-        end = self.pos
-        self.retain_from = outer_retain
-        if streamed:
+        try:
+            yield from self._members(position, state)
+        except _Broken:
+            # The releases read before the break are good: hand them over, then report the rest as broken.
+            yield from state.pending
+            raise
+        finally:
+            self.retain_from = state.outer_retain
+        meta = state.meta
+        if state.streamed:
             own = Package.from_metadata(meta)
             if _is_record(meta):
+                own = package
                 compiled = meta.get("compiledRelease")
                 if isinstance(compiled, dict):
                     ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
                     yield Compiled(ocid if isinstance(ocid, str) else None, compiled, package,
                                    f"{position}/compiledRelease")
-                own = package
-            for item in pending:
-                if isinstance(item, Found) and item.package != own:
+            for item in state.pending:
+                if isinstance(item, Found):
                     item.package = own
                 yield item
             return
-        raw = self.buf[start:end]
-        if failure is not None:
-            yield Unreadable(failure.reason, failure.detail, raw, position or "/")
+        if state.failure is not None:
+            yield Unreadable(state.failure.reason, state.failure.detail, self.buf[start:self.pos], position or "/")
             return
         yield from self.emit.element(meta, position, package)
+
+    def _members(self, position: str, state: _ObjectState) -> Iterator[Item]:
+        """The members of the object at pos: releases/records arrays streamed, other values kept in meta."""
+        if self._peek() == "}":
+            self.pos += 1
+            return
+        while True:
+            key = self._key()
+            if key in ("releases", "records") and self._peek() == "[":
+                if not state.streamed:
+                    state.streamed = True
+                    self.retain_from = state.outer_retain  # a package: its text need not be kept
+                own = Package.from_metadata(state.meta)
+                for item in self._members_array(key, f"{position}/{key}", own):
+                    if self.stream is None:
+                        state.pending.append(item)  # in memory: emitted once the package metadata is complete
+                    else:
+                        yield item
+            else:
+                member_start = self.pos
+                try:
+                    state.meta[key], _ = self._item()
+                except _ItemError as error:
+                    state.failure = state.failure or error
+                    if state.streamed:
+                        yield Unreadable(error.reason, f"member '{key}': {error.detail}",
+                                         self.buf[member_start:self.pos], f"{position}/{key}")
+            if self._expect(",}") == "}":
+                return
 
     def _members_array(self, key: str, position: str, package: Package) -> Iterator[Item]:
         self._expect("[")

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from ingest.documents import Compiled, Found, Package, Unreadable
@@ -87,7 +87,7 @@ class Rejection:
     release_id: str | None = None
 
 
-_EPOCH = datetime(1, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class _Reject(Exception):
@@ -117,7 +117,7 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
     if fraction:
         digits = (fraction + "000000")[:7]
         micros = (int(digits) + 5) // 10
-    tz = timezone.utc
+    tz = UTC
     if offset and offset not in ("Z", "z"):
         sign = -1 if offset[0] == "-" else 1
         hours, minutes = int(offset[1:3]), int(offset.replace(":", "")[3:5] or 0)
@@ -129,7 +129,7 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
                           tzinfo=tz)
     except ValueError as exc:
         raise ValueError(f"date {text[:60]!r} is not a real date-time: {exc}") from None
-    moment = (moment + timedelta(microseconds=micros)).astimezone(timezone.utc)
+    moment = (moment + timedelta(microseconds=micros)).astimezone(UTC)
     return moment, flags
 
 

@@ -1,0 +1,864 @@
+"""Benchmark: the engine (``save_page``) against the seed's inserts and PostgreSQL's physical limit.
+
+Run ``make bench`` (or ``.venv/bin/python bench/run.py [--quick]``). It starts a throwaway PostgreSQL with the
+default durability (fsync on, synchronous commit), generates synthetic OCDS releases of about 4 KB and 20 KB
+(seeded, so every run loads the same data) and loads them, into an empty table each time, with:
+
+* ``seed per-row``: one INSERT ... ON CONFLICT DO UPDATE and one COMMIT per release (what the seed did);
+* ``seed VALUES x100``: multi-row INSERT ... VALUES with 100 rows per statement, one transaction per page;
+* ``engine (save_page)``: the library's entry point, one page per call, into the real ``releases`` table;
+* ``engine, replay``: the same pages again (every release unchanged);
+* ``raw COPY``: COPY of the same columns into an UNLOGGED table without any index (the physical limit).
+
+Each strategy is timed end to end, from the list of release dicts to committed rows (serialisation included),
+through a ``LatencyProxy`` that counts round trips on the wire; then again with 1 ms of round-trip latency.
+Besides the table it prints where the time goes (client CPU, server CPU, WAL) and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ingest.pages import PageResult, save_page
+from ingest.store.connection import Database, connect_url
+from ingest.store.local_server import LocalServer, start
+from ingest.store.migrate import migrate
+from ingest.store.writer import UPSERT_SQL
+from ingest.tcp_proxy import LatencyProxy
+
+HERE = Path(__file__).resolve().parent
+SOURCE = "bench"
+SEED = 20_240_601
+ONE_MS = 0.001
+TARGET_VS_COPY = 0.60
+TARGET_ROUND_TRIPS = 4
+TARGET_LATENCY = 0.85
+
+# --- synthetic OCDS releases --------------------------------------------------------------------------------
+
+_WORDS = (
+    "supply delivery maintenance framework agreement services works construction road bridge school hospital "
+    "medical equipment software licences support cleaning catering security transport vehicles fuel electricity "
+    "water sanitation consultancy audit training furniture stationery printing laboratory reagents vaccines "
+    "pharmaceuticals repair renovation building design supervision installation network cabling servers "
+    "computers laptops telecommunications insurance legal advisory waste collection recycling landscaping "
+    "lighting heating ventilation air conditioning lifts fire alarms uniforms textiles food provisions "
+    "municipal regional national public authority council department ministry agency district county "
+    "contract lot tender procurement notice award amendment annex specification requirement criteria quality "
+    "price technical evaluation submission deadline clarification bidder supplier contractor subcontractor "
+    "the of and for to in with on by from under within including excluding according provided required "
+    "adquisición suministro construcción señalización mantenimiento médico educación licitación obras "
+    "contratação manutenção serviços públicos região município aquisição gestão Straßenbau Müllabfuhr "
+    "ÖPNV Gebäudereinigung café élève réseau sécurité"
+).split()
+_TOWNS = ("Asunción", "Lisboa", "Ciudad de México", "Manchester", "Bristol", "Porto", "Encarnación", "Leeds",
+          "Coimbra", "Guadalajara", "Monterrey", "Cardiff", "Glasgow", "Braga", "Puebla", "Köln", "São Paulo")
+_BODIES = ("City Council", "Health Board", "Ministry of Public Works", "Water Authority", "University",
+           "Police Service", "Housing Association", "Transport Agency", "Education Department", "Hospital Trust")
+_CURRENCIES = ("GBP", "EUR", "USD", "PYG", "MXN", "BRL")
+_UNITS = ("unit", "hour", "day", "month", "kilogram", "litre", "metre", "lot", "licence", "visit")
+_DOCUMENT_TYPES = ("tenderNotice", "biddingDocuments", "technicalSpecifications", "evaluationCriteria",
+                   "clarifications", "contractDraft", "eligibilityCriteria", "billOfQuantity", "riskProvisions")
+_FORMATS = ("application/pdf", "application/pdf", "text/html",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+_BASE_DATE = datetime(2020, 1, 1, tzinfo=timezone.utc)
+_FOUR_YEARS = 4 * 365 * 86_400
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_size(value: Any) -> int:
+    """Bytes of compact UTF-8 JSON: what a release weighs on the wire and in the table."""
+    return len(_compact(value).encode("utf-8"))
+
+
+class ReleaseFactory:
+    """Deterministic, realistic-looking releases: same seed, same releases, on any machine."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def _sentence(self, low: int, high: int) -> str:
+        words = self.rng.choices(_WORDS, k=self.rng.randint(low, high))
+        text = " ".join(words)
+        return text[0].upper() + text[1:] + "."
+
+    def _date(self, base: datetime | None = None, spread: int = _FOUR_YEARS) -> str:
+        moment = (base or _BASE_DATE) + timedelta(seconds=self.rng.randrange(spread))
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _amount(self, low: float, high: float) -> float | int:
+        amount = round(self.rng.uniform(low, high), 2)
+        return int(amount) if self.rng.random() < 0.3 else amount
+
+    def _item(self, number: int, currency: str) -> dict[str, Any]:
+        rng = self.rng
+        return {
+            "id": str(number),
+            "description": self._sentence(6, 24),
+            "classification": {"scheme": "CPV", "id": f"{rng.randrange(3_000_000, 98_000_000):08d}",
+                               "description": self._sentence(2, 6)},
+            "quantity": rng.randint(1, 500),
+            "unit": {"name": rng.choice(_UNITS), "value": {"amount": self._amount(1, 20_000), "currency": currency}},
+            "deliveryAddresses": [{"region": f"{rng.choice('ABCDEFGHJKLMN')}{rng.randint(1, 99):02d}"}],
+        }
+
+    def _document(self, ocid: str, number: int, published: str) -> dict[str, Any]:
+        rng = self.rng
+        return {
+            "id": f"{ocid}-doc-{number}",
+            "documentType": rng.choice(_DOCUMENT_TYPES),
+            "title": self._sentence(3, 9),
+            "description": self._sentence(8, 30),
+            "url": f"https://tenders.example.org/notices/{ocid}/documents/{number}?format=pdf&lang=en",
+            "datePublished": published,
+            "format": rng.choice(_FORMATS),
+            "language": rng.choice(("en", "es", "pt")),
+        }
+
+    def _party(self, ocid: str, number: int, roles: list[str]) -> dict[str, Any]:
+        rng = self.rng
+        town = rng.choice(_TOWNS)
+        return {
+            "id": f"XX-BENCH-{rng.randrange(1, 20_000):06d}",
+            "name": f"{town} {rng.choice(_BODIES)}" if "buyer" in roles else f"{self._sentence(1, 3)[:-1]} Ltd",
+            "identifier": {"scheme": "XX-BENCH", "id": f"{rng.randrange(10**7, 10**8)}",
+                           "legalName": self._sentence(2, 5)[:-1]},
+            "address": {"streetAddress": f"{rng.randint(1, 400)} {self._sentence(1, 3)[:-1]} Street",
+                        "locality": town, "postalCode": f"{rng.randint(1000, 99999)}", "countryName": "Benchland"},
+            "contactPoint": {"name": self._sentence(2, 3)[:-1], "email": f"procurement{number}@example.org",
+                             "telephone": f"+44 {rng.randint(1000, 9999)} {rng.randint(100000, 999999)}"},
+            "roles": roles,
+        }
+
+    def release(self, number: int, target_bytes: int) -> dict[str, Any]:
+        """One tender release of about ``target_bytes`` (+-20%: real releases vary), padded with items/documents."""
+        rng = self.rng
+        ocid = f"ocds-bench-{number}"
+        currency = rng.choice(_CURRENCIES)
+        date = self._date()
+        buyer = self._party(ocid, number, ["buyer", "procuringEntity"])
+        release: dict[str, Any] = {
+            "ocid": ocid,
+            "id": f"{ocid}-tender-{rng.randint(1, 3)}",
+            "date": date,
+            "tag": ["tender"],
+            "initiationType": "tender",
+            "language": "en",
+            "buyer": {"id": buyer["id"], "name": buyer["name"]},
+            "tender": {
+                "id": f"{ocid}-tender",
+                "title": self._sentence(4, 12),
+                "description": self._sentence(15, 50),
+                "status": rng.choice(("planned", "active", "active", "active", "complete", "cancelled")),
+                "procurementMethod": rng.choice(("open", "open", "open", "selective", "limited", "direct")),
+                "procurementMethodDetails": self._sentence(2, 5)[:-1],
+                "mainProcurementCategory": rng.choice(("goods", "works", "services")),
+                "value": {"amount": self._amount(1_000, 5_000_000), "currency": currency},
+                "tenderPeriod": {"startDate": date, "endDate": self._date(datetime.fromisoformat(date[:-1] + "+00:00"),
+                                                                          60 * 86_400)},
+                "items": [],
+                "documents": [],
+            },
+            "parties": [buyer] + [self._party(ocid, number, ["tenderer"]) for _ in range(rng.randint(0, 2))],
+        }
+        target = int(target_bytes * rng.uniform(0.8, 1.2))
+        size = json_size(release)
+        tender = release["tender"]
+        while True:
+            if len(tender["items"]) <= len(tender["documents"]):
+                kind, element = "items", self._item(len(tender["items"]) + 1, currency)
+            else:
+                kind, element = "documents", self._document(ocid, len(tender["documents"]) + 1, date)
+            grows = json_size(element) + (1 if tender[kind] else 0)
+            if size + grows / 2 > target and tender["items"]:
+                return release
+            tender[kind].append(element)
+            size += grows
+
+
+def generate(count: int, target_bytes: int, first_number: int, seed: int) -> list[dict[str, Any]]:
+    factory = ReleaseFactory(seed)
+    return [factory.release(first_number + index, target_bytes) for index in range(count)]
+
+
+def paginate(releases: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [releases[start:start + size] for start in range(0, len(releases), size)]
+
+
+# --- row builders for the baselines -------------------------------------------------------------------------
+
+
+def _dumps(release: dict[str, Any]) -> str:
+    return json.dumps(release, ensure_ascii=False, separators=(",", ":"))
+
+
+def seed_values(release: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(ocid, release_id, release_date, data): the seed's columns, data serialised here."""
+    return release["ocid"], str(release["id"]), release["date"], _dumps(release)
+
+
+def _copy_escape(text: str) -> str:
+    """COPY text format: backslash, tab, newline and carriage return escaped (NUL cannot occur in str JSON)."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "\t" in text:
+        text = text.replace("\t", "\\t")
+    if "\n" in text:
+        text = text.replace("\n", "\\n")
+    if "\r" in text:
+        text = text.replace("\r", "\\r")
+    return text
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return _copy_escape(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return _copy_escape(str(value))
+
+
+def _array_literal(values: list[str] | None) -> str | None:
+    if values is None:
+        return None
+    return "{" + ",".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in values) + "}"
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+RAW_COLUMNS = ("ocid", "release_id", "release_date", "date_text", "tag", "initiation_type", "buyer_id",
+               "buyer_name", "tender_title", "tender_status", "procurement_method", "value_amount",
+               "value_currency", "publisher_name", "package_uri", "ocds_version", "source", "flags",
+               "content_hash", "data")
+
+
+def copy_line(release: dict[str, Any]) -> str:
+    """One line of COPY text for ``raw_releases``: the same columns the engine writes (minus the defaults)."""
+    data = _dumps(release)
+    tender = release.get("tender") or {}
+    value = tender.get("value") or {}
+    buyer = release.get("buyer") or {}
+    amount = value.get("amount")
+    tag = release.get("tag")
+    return "\t".join(map(_copy_field, (
+        release["ocid"], str(release["id"]), release["date"], release["date"],
+        _array_literal(tag if isinstance(tag, list) else None), _text_or_none(release.get("initiationType")),
+        _text_or_none(buyer.get("id")), _text_or_none(buyer.get("name")), _text_or_none(tender.get("title")),
+        _text_or_none(tender.get("status")), _text_or_none(tender.get("procurementMethod")),
+        repr(amount) if isinstance(amount, (int, float)) else None, _text_or_none(value.get("currency")),
+        None, None, None, SOURCE, "{}", "\\x" + hashlib.sha256(data.encode("utf-8")).hexdigest(), data,
+    )))
+
+
+# --- the server, timing and resource accounting -------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_cpu(pid: int) -> float:
+    fields = _proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICKS if fields else 0.0
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds of the postmaster, its live children and the children it has reaped."""
+    stat = _proc_stat(postmaster)
+    total = sum(int(value) for value in stat[11:15]) / _TICKS if stat else 0.0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields and fields[1] == str(postmaster):
+                total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
+@dataclass
+class Run:
+    """One strategy on one release size at one latency."""
+
+    strategy: str
+    size: str
+    delay_ms: float
+    releases: int
+    page_size: int
+    pages: int
+    seconds: float
+    mean_bytes: int
+    wire_round_trips: int | None = None
+    self_round_trips: int | None = None
+    client_cpu: float = 0.0
+    proxy_cpu: float = 0.0
+    backend_cpu: float = 0.0
+    other_server_cpu: float = 0.0
+    wal_bytes: int = 0
+    rows_after: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.releases / self.seconds if self.seconds else 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.rate * self.mean_bytes / 1e6
+
+    @property
+    def wire_per_page(self) -> float | None:
+        # Per-row strategies run on fewer releases: per page means per ``page_size`` releases.
+        if self.wire_round_trips is None:
+            return None
+        return self.wire_round_trips / (self.releases / self.page_size)
+
+    @property
+    def self_per_page(self) -> float | None:
+        if self.self_round_trips is None:
+            return None
+        return self.self_round_trips / (self.releases / self.page_size)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(rate=round(self.rate, 1), mb_per_second=round(self.mb_per_second, 2),
+                    wire_round_trips_per_page=_round(self.wire_per_page),
+                    self_round_trips_per_page=_round(self.self_per_page))
+        for key in ("seconds", "client_cpu", "proxy_cpu", "backend_cpu", "other_server_cpu"):
+            data[key] = round(data[key], 4)
+        return data
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+class Bench:
+    """The server, one database per release size, and the timed runs."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+        self.admin = connect_url(server.url)
+        self.postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+        self.dbs: dict[str, Database] = {}
+
+    def create_database(self, name: str) -> None:
+        self.admin.run(f"DROP DATABASE IF EXISTS {name}", "bench")
+        self.admin.run(f"CREATE DATABASE {name}", "bench")
+        db = connect_url(self.server.url_for(name))
+        migrate(db)
+        db.run("CREATE TABLE seed_releases (ocid text NOT NULL, release_id text NOT NULL, "
+               "release_date timestamptz NOT NULL, data jsonb NOT NULL, PRIMARY KEY (ocid, release_id))", "bench")
+        columns = db.run("SELECT column_name, data_type, udt_name FROM information_schema.columns "
+                         "WHERE table_name = 'releases' AND column_default IS NULL ORDER BY ordinal_position",
+                         "bench")
+        names = tuple(column[0] for column in columns)
+        assert names == RAW_COLUMNS, f"releases has changed: {names}"
+        definitions = ", ".join(f"{name} {'text[]' if udt == '_text' else kind}" for name, kind, udt in columns)
+        db.run(f"CREATE UNLOGGED TABLE raw_releases ({definitions})", "bench")
+        self.dbs[name] = db
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+        self.admin.close()
+
+    def reset(self, database: str, table: str) -> None:
+        """An empty table and a clean checkpoint, so no run pays for the previous one's dirty buffers."""
+        db = self.dbs[database]
+        db.run(f"TRUNCATE {table}", "bench")
+        db.run("CHECKPOINT", "bench")
+
+    def count(self, database: str, table: str) -> int:
+        return int(self.dbs[database].run(f"SELECT count(*) FROM {table}", "bench")[0][0])
+
+    def wal_lsn(self) -> int:
+        text = self.admin.run("SELECT pg_current_wal_insert_lsn()::text", "bench")[0][0]
+        high, low = text.split("/")
+        return (int(high, 16) << 32) + int(low, 16)
+
+    @contextmanager
+    def connection(self, database: str, delay: float | None) -> Iterator[tuple[Database, LatencyProxy | None]]:
+        """A connection through a LatencyProxy (``delay`` seconds per round trip), or direct if ``delay`` is None."""
+        if delay is None:
+            db = connect_url(self.server.url_for(database))
+            try:
+                yield db, None
+            finally:
+                db.close()
+            return
+        with LatencyProxy("127.0.0.1", self.server.port, delay_seconds=delay) as proxy:
+            db = connect_url(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
+            try:
+                yield db, proxy
+            finally:
+                db.close()
+
+    def measure(self, *, strategy: str, size: str, database: str, table: str, delay: float | None,
+                pages: list[list[dict[str, Any]]], page_size: int, mean_bytes: int,
+                body: Callable[[Database, list[list[dict[str, Any]]]], dict[str, int]],
+                prepare: Callable[[Database], None] | None = None, truncate: bool = True,
+                expected_rows: int | None = None) -> Run:
+        """Time ``body(db, pages)``: from release dicts to committed rows, with CPU, WAL and wire round trips."""
+        releases = sum(map(len, pages))
+        if truncate:
+            self.reset(database, table)
+        else:
+            self.dbs[database].run("CHECKPOINT", "bench")
+        with self.connection(database, delay) as (db, proxy):
+            if prepare is not None:
+                prepare(db)
+            backend = int(db.run("SELECT pg_backend_pid()", "bench")[0][0])
+            wal_before = self.wal_lsn()
+            server_before, backend_before = server_cpu(self.postmaster), process_cpu(backend)
+            self_before = db.round_trips
+            if proxy is not None:
+                proxy.reset_round_trips()
+            process_before, thread_before = time.process_time(), time.thread_time()
+            started = time.perf_counter()
+            counts = body(db, pages)
+            seconds = time.perf_counter() - started
+            thread_cpu = time.thread_time() - thread_before
+            process_cpu_used = time.process_time() - process_before
+            wire = proxy.round_trips if proxy is not None else None
+            backend_used = process_cpu(backend) - backend_before
+            server_used = server_cpu(self.postmaster) - server_before
+            self_trips = db.round_trips - self_before
+        run = Run(strategy=strategy, size=size, delay_ms=(delay or 0.0) * 1000, releases=releases,
+                  page_size=page_size, pages=len(pages), seconds=seconds, mean_bytes=mean_bytes,
+                  wire_round_trips=wire, self_round_trips=self_trips if strategy.startswith("engine") else None,
+                  client_cpu=thread_cpu, proxy_cpu=max(0.0, process_cpu_used - thread_cpu),
+                  backend_cpu=backend_used, other_server_cpu=max(0.0, server_used - backend_used),
+                  wal_bytes=self.wal_lsn() - wal_before, rows_after=self.count(database, table), counts=counts)
+        wanted = releases if expected_rows is None else expected_rows
+        if run.rows_after != wanted:
+            raise SystemExit(f"{strategy}: {run.rows_after} rows in {table} after the run, expected {wanted}")
+        return run
+
+
+# --- the strategies -----------------------------------------------------------------------------------------
+
+_SEED_ROW_SQL = ("INSERT INTO seed_releases (ocid, release_id, release_date, data) "
+                 "VALUES (:ocid, :release_id, :release_date, :data) "
+                 "ON CONFLICT (ocid, release_id) DO UPDATE SET release_date = EXCLUDED.release_date, "
+                 "data = EXCLUDED.data")
+
+
+def seed_per_row(db: Database, pages: list[list[dict[str, Any]]]) -> dict[str, int]:
+    run = db.connection.run
+    for page in pages:
+        for release in page:
+            ocid, release_id, release_date, data = seed_values(release)
+            run("BEGIN")
+            run(_SEED_ROW_SQL, ocid=ocid, release_id=release_id, release_date=release_date, data=data)
+            run("COMMIT")
+    return {}
+
+
+def _values_sql(rows: int) -> str:
+    values = ",".join(f"(:p{4 * row},:p{4 * row + 1},:p{4 * row + 2},:p{4 * row + 3})" for row in range(rows))
+    return (f"INSERT INTO seed_releases (ocid, release_id, release_date, data) VALUES {values} "
+            "ON CONFLICT (ocid, release_id) DO UPDATE SET release_date = EXCLUDED.release_date, "
+            "data = EXCLUDED.data")
+
+
+_VALUES_SQL: dict[int, str] = {}
+
+
+def seed_values_x100(db: Database, pages: list[list[dict[str, Any]]]) -> dict[str, int]:
+    run = db.connection.run
+    for page in pages:
+        run("BEGIN")
+        for start_at in range(0, len(page), 100):
+            chunk = page[start_at:start_at + 100]
+            params: dict[str, str] = {}
+            for row, release in enumerate(chunk):
+                for column, value in enumerate(seed_values(release)):
+                    params[f"p{4 * row + column}"] = value
+            sql = _VALUES_SQL.get(len(chunk)) or _VALUES_SQL.setdefault(len(chunk), _values_sql(len(chunk)))
+            run(sql, **params)
+        run("COMMIT")
+    return {}
+
+
+def engine_prepare(db: Database) -> None:
+    """An empty page: prepares the page statement (once per connection, as in a warm worker), writes nothing."""
+    save_page(db, [], SOURCE)
+
+
+def engine(db: Database, pages: list[list[dict[str, Any]]]) -> dict[str, int]:
+    total = PageResult()
+    for page in pages:
+        total += save_page(db, page, SOURCE)
+    return {"inserted": total.inserted, "updated": total.updated, "unchanged": total.unchanged,
+            "rejected": total.rejected_total, "round_trips": total.round_trips, "pages": total.pages}
+
+
+_COPY_SQL = f"COPY raw_releases ({', '.join(RAW_COLUMNS)}) FROM STDIN"
+
+
+def raw_copy(db: Database, pages: list[list[dict[str, Any]]]) -> dict[str, int]:
+    # Autocommit: each COPY is its own transaction, committed (and flushed) when it completes.
+    run = db.connection.run
+    for page in pages:
+        text = "\n".join(map(copy_line, page)) + "\n"
+        run(_COPY_SQL, stream=[text.encode("utf-8")])
+    return {}
+
+
+class NullDatabase:
+    """Stands in for the database to time the engine's client side alone (and to capture a page parameter)."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+        self.parameters: list[str] = []
+        self.keep = False
+
+    def execute(self, sql: str, where: str, **params: Any) -> list[list[Any]]:
+        self.round_trips += 1
+        if self.keep:
+            self.parameters.append(params["page"])
+        return [[0, 0, 0, 0]]
+
+
+# --- reporting ----------------------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    print(message, flush=True)
+
+
+def _fmt_int(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _fmt_opt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _engine_for(runs: list[Run], delay_ms: float) -> Run | None:
+    for run in runs:
+        if run.strategy == "engine (save_page)" and run.delay_ms == delay_ms:
+            return run
+    return None
+
+
+def _loopback_of(runs: list[Run], run: Run) -> Run | None:
+    for other in runs:
+        if other.strategy == run.strategy and other.delay_ms == 0 and other is not run:
+            return other
+    return None
+
+
+def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
+    print(f"\n=== {label} releases: {info['releases']:,} releases, mean {info['mean_bytes']:,} B of JSON, pages of "
+          f"{info['page_size']} releases (~{info['page_size'] * info['mean_bytes'] / 1e6:.2f} MB) ===")
+    header = (f"{'strategy':<30} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'engine is':>10} "
+              f"{'RT/page wire':>12} {'RT/page self':>12} {'vs 0 ms':>8}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        engine_run = _engine_for(runs, run.delay_ms)
+        if run.strategy == "engine (save_page)" or engine_run is None or not run.rate:
+            ratio = "-"
+        else:
+            ratio = f"{engine_run.rate / run.rate:.2f}x"
+        loopback = _loopback_of(runs, run) if run.delay_ms else None
+        versus = f"{run.rate / loopback.rate:.0%}" if loopback and loopback.rate else "-"
+        rtt = "n/a" if run.wire_round_trips is None else f"{run.delay_ms:g}ms"
+        print(f"{run.strategy:<30} {rtt:>4} {run.releases:>8,} {_fmt_int(run.rate):>8} {run.mb_per_second:>6.1f} "
+              f"{ratio:>10} {_fmt_opt(run.wire_per_page):>12} {_fmt_opt(run.self_per_page):>12} {versus:>8}")
+    print("\nwhere the time goes (seconds; client = main thread CPU, proxy = proxy threads, backend = the "
+          "connection's postgres process, other = the rest of the server: WAL writer, checkpointer, autovacuum)")
+    header = (f"{'strategy':<30} {'RTT':>4} {'wall':>7} {'client':>7} {'proxy':>6} {'backend':>7} {'other':>6} "
+              f"{'waiting':>7} {'WAL MB':>7} {'WAL/data':>8}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        waiting = max(0.0, run.seconds - run.client_cpu - run.backend_cpu)
+        rtt = "n/a" if run.wire_round_trips is None else f"{run.delay_ms:g}ms"
+        data_bytes = run.releases * run.mean_bytes
+        print(f"{run.strategy:<30} {rtt:>4} {run.seconds:>7.2f} {run.client_cpu:>7.2f} {run.proxy_cpu:>6.2f} "
+              f"{run.backend_cpu:>7.2f} {run.other_server_cpu:>6.2f} {waiting:>7.2f} "
+              f"{run.wal_bytes / 1e6:>7.1f} {run.wal_bytes / data_bytes if data_bytes else 0:>8.2f}")
+    if info.get("client_only_seconds"):
+        engine_run = _engine_for(runs, 0.0)
+        share = f" = {info['client_only_seconds'] / engine_run.seconds:.0%} of the engine's wall time" \
+            if engine_run else ""
+        print(f"engine client side alone (no database: read, validate, serialise, hash, build the parameter): "
+              f"{info['client_only_seconds']:.2f} s, {info['client_only_rate']:,.0f} rel/s{share}")
+
+
+def targets_block(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    results = []
+    for label, info in sizes.items():
+        runs: list[Run] = info["run_objects"]
+        engine_run = _engine_for(runs, 0.0)
+        copy_run = next((run for run in runs if run.strategy.startswith("raw COPY") and run.delay_ms == 0), None)
+        slow = _engine_for(runs, 1.0)
+        if engine_run and copy_run:
+            value = engine_run.rate / copy_run.rate
+            results.append({"size": label, "target": f"engine / raw COPY >= {TARGET_VS_COPY:.0%}",
+                            "value": round(value, 3), "display": f"{value:.0%}",
+                            "pass": value >= TARGET_VS_COPY})
+        if engine_run and engine_run.wire_per_page is not None:
+            value = engine_run.wire_per_page
+            results.append({"size": label, "target": f"engine round trips per page <= {TARGET_ROUND_TRIPS}",
+                            "value": round(value, 3),
+                            "display": f"{value:.2f} on the wire, {engine_run.self_per_page:.2f} self-counted",
+                            "pass": value <= TARGET_ROUND_TRIPS})
+        if engine_run and slow:
+            value = slow.rate / engine_run.rate
+            results.append({"size": label, "target": f"engine at 1 ms >= {TARGET_LATENCY:.0%} of loopback",
+                            "value": round(value, 3), "display": f"{value:.0%}", "pass": value >= TARGET_LATENCY})
+    print("\n=== targets ===")
+    for result in results:
+        print(f"{'PASS' if result['pass'] else 'FAIL'}  {result['size']:>6}  {result['target']:<38} "
+              f"{result['display']}")
+    return results
+
+
+# --- explain ------------------------------------------------------------------------------------------------
+
+
+def explain_page(bench: Bench, database: str, releases: list[dict[str, Any]], label: str) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the engine's statement for one page, on an empty table, rolled back."""
+    null = NullDatabase()
+    null.keep = True
+    save_page(null, releases, SOURCE)  # type: ignore[arg-type]
+    parameter = null.parameters[0]
+    bench.reset(database, "releases")
+    connection = bench.dbs[database].connection
+    lines: list[str] = []
+    connection.run("BEGIN")
+    try:
+        started = time.perf_counter()
+        connection.run("SELECT jsonb_typeof(CAST(:page AS jsonb))", page=parameter)
+        parse_only = time.perf_counter() - started
+        rows = connection.run("EXPLAIN (ANALYZE, BUFFERS) " + UPSERT_SQL, page=parameter)
+        lines = [row[0] for row in rows]
+    finally:
+        connection.run("ROLLBACK")
+    print(f"\n--- EXPLAIN (ANALYZE, BUFFERS) of one engine page: {label}, {len(releases)} releases, "
+          f"parameter {len(parameter.encode('utf-8')) / 1e6:.2f} MB; parsing the parameter alone "
+          f"(SELECT jsonb_typeof(CAST(:page AS jsonb)), one round trip incl.): {parse_only * 1000:.1f} ms")
+    for line in lines:
+        print("    " + line)
+    return [f"parse only: {parse_only * 1000:.1f} ms", *lines]
+
+
+# --- main ---------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except (OSError, IndexError):
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu": model, "memory": memory,
+            "python": platform.python_version(), "implementation": platform.python_implementation(),
+            "platform": platform.platform()}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a tenth of every count (a smoke run)")
+    parser.add_argument("--releases-4k", type=int, help="releases of ~4 KB (default 20000, --quick 2000)")
+    parser.add_argument("--releases-20k", type=int, help="releases of ~20 KB (default 5000, --quick 500)")
+    parser.add_argument("--page-size-4k", type=int, default=250, help="releases per page of 4 KB ones")
+    parser.add_argument("--page-size-20k", type=int, default=50, help="releases per page of 20 KB ones")
+    parser.add_argument("--per-row", type=int, help="releases for the per-row seed (default 2000, --quick 200)")
+    parser.add_argument("--per-row-1ms", type=int, help="releases for the per-row seed at 1 ms (default 500)")
+    parser.add_argument("--seed", type=int, default=SEED, help="random seed of the synthetic releases")
+    parser.add_argument("--pg-bin", type=Path, help="PostgreSQL bin directory (default: the wheel's)")
+    parser.add_argument("--explain", action="store_true",
+                        help="also print EXPLAIN (ANALYZE, BUFFERS) of one engine page of each size")
+    parser.add_argument("--output", type=Path, default=HERE / "results.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    divide = 10 if args.quick else 1
+    args.releases_4k = args.releases_4k if args.releases_4k is not None else 20_000 // divide
+    args.releases_20k = args.releases_20k if args.releases_20k is not None else 5_000 // divide
+    args.per_row = args.per_row if args.per_row is not None else 2_000 // divide
+    args.per_row_1ms = args.per_row_1ms if args.per_row_1ms is not None else 500 // divide
+    return args
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]], page_size: int,
+               args: argparse.Namespace) -> dict[str, Any]:
+    database = f"bench_{key}"
+    bench.create_database(database)
+    mean = round(sum(map(json_size, releases)) / len(releases))
+    pages = paginate(releases, page_size)
+    info: dict[str, Any] = {"releases": len(releases), "mean_bytes": mean, "page_size": page_size,
+                            "pages": len(pages)}
+    progress(f"[{label}] {len(releases):,} releases, mean {mean:,} B (compact UTF-8 JSON), "
+             f"min {min(map(json_size, releases)):,} B, max {max(map(json_size, releases)):,} B; "
+             f"{len(pages)} pages of {page_size}")
+    runs: list[Run] = []
+
+    def record(run: Run) -> Run:
+        runs.append(run)
+        wire = "" if run.wire_per_page is None else f", {run.wire_per_page:,.2f} RT/page on the wire"
+        own = "" if run.self_per_page is None else f" ({run.self_per_page:,.2f} self-counted)"
+        progress(f"[{label}] {run.strategy} @ {'direct' if run.wire_round_trips is None else f'{run.delay_ms:g} ms'}"
+                 f": {run.releases:,} releases in {run.seconds:.2f} s = {run.rate:,.0f} rel/s, "
+                 f"{run.mb_per_second:.1f} MB/s{wire}{own}")
+        return run
+
+    def per_row_pages(limit: int) -> list[list[dict[str, Any]]]:
+        return paginate(releases[:min(limit, len(releases))], page_size)
+
+    common = {"size": label, "database": database, "page_size": page_size, "mean_bytes": mean}
+    for delay in (0.0, ONE_MS):
+        limit = args.per_row if delay == 0 else args.per_row_1ms
+        if limit > 0:
+            record(bench.measure(strategy="seed per-row", table="seed_releases", delay=delay,
+                                 pages=per_row_pages(limit), body=seed_per_row, **common))
+        record(bench.measure(strategy="seed VALUES x100", table="seed_releases", delay=delay, pages=pages,
+                             body=seed_values_x100, **common))
+        engine_run = record(bench.measure(strategy="engine (save_page)", table="releases", delay=delay,
+                                          pages=pages, body=engine, prepare=engine_prepare, **common))
+        if engine_run.counts.get("inserted") != len(releases):
+            raise SystemExit(f"engine inserted {engine_run.counts}, expected {len(releases)}")
+        if delay == 0:
+            replay = record(bench.measure(strategy="engine, replay (unchanged)", table="releases", delay=delay,
+                                          pages=pages, body=engine, prepare=engine_prepare, truncate=False,
+                                          **common))
+            if replay.counts.get("unchanged") != len(releases):
+                raise SystemExit(f"the replay was not all unchanged: {replay.counts}")
+        record(bench.measure(strategy="raw COPY (physical limit)", table="raw_releases", delay=delay,
+                             pages=pages, body=raw_copy, **common))
+        if delay == 0:
+            record(bench.measure(strategy="engine, direct (no proxy)", table="releases", delay=None,
+                                 pages=pages, body=engine, prepare=engine_prepare, **common))
+
+    # The engine's client side alone: everything save_page does before the database is involved.
+    null = NullDatabase()
+    started = time.perf_counter()
+    for page in pages:
+        save_page(null, page, SOURCE)  # type: ignore[arg-type]
+    info["client_only_seconds"] = time.perf_counter() - started
+    info["client_only_rate"] = len(releases) / info["client_only_seconds"]
+    progress(f"[{label}] engine client side alone: {info['client_only_seconds']:.2f} s, "
+             f"{info['client_only_rate']:,.0f} rel/s")
+    if args.explain:
+        info["explain"] = explain_page(bench, database, pages[0], label)
+        if len(releases) >= 1000 and page_size != 1000:
+            info["explain_1000"] = explain_page(bench, database, releases[:1000], f"{label} (DEFAULT_BATCH_SIZE)")
+    info["run_objects"] = runs
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    begun = time.perf_counter()
+    details = machine()
+    progress(f"machine: {details['nproc']} CPUs ({details['cpu']}), {details['memory']} RAM, Python "
+             f"{details['python']} on {details['platform']}")
+
+    specs = [("4 KB", "4k", args.releases_4k, 4_000, args.page_size_4k, 0),
+             ("20 KB", "20k", args.releases_20k, 20_000, args.page_size_20k, 1_000_000)]
+    data: dict[str, list[dict[str, Any]]] = {}
+    started = time.perf_counter()
+    for _label, key, count, target, _page_size, first in specs:
+        if count > 0:
+            data[key] = generate(count, target, first, args.seed + first)
+    # The releases stay in memory for every run: keep the garbage collector from walking them again and again.
+    gc.collect()
+    gc.freeze()
+    progress(f"generated {sum(map(len, data.values())):,} releases in {time.perf_counter() - started:.1f} s "
+             f"(seed {args.seed})")
+
+    tmp = Path(tempfile.mkdtemp(prefix="ocds-bench-"))
+    server: LocalServer | None = None
+    bench: Bench | None = None
+    sizes: dict[str, dict[str, Any]] = {}
+    try:
+        server = start(tmp / "pg", args.pg_bin)
+        bench = Bench(server)
+        version = bench.admin.run("SELECT version()", "bench")[0][0]
+        settings = {name: bench.admin.run(f"SHOW {name}", "bench")[0][0]
+                    for name in ("fsync", "synchronous_commit", "full_page_writes", "wal_level", "shared_buffers",
+                                 "work_mem", "max_wal_size", "checkpoint_timeout", "wal_compression",
+                                 "default_toast_compression")}
+        progress(f"PostgreSQL {server.version()}: {version}")
+        progress("settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
+        for label, key, _count, _target, page_size, _first in specs:
+            if key in data:
+                sizes[label] = bench_size(bench, label, key, data[key], page_size, args)
+        for label, info in sizes.items():
+            print_table(label, info, info["run_objects"])
+        targets = targets_block(sizes)
+        total = time.perf_counter() - begun
+        print(f"\ntotal {total:.0f} s")
+        output = {
+            "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+            "quick": args.quick,
+            "seed": args.seed,
+            "machine": details,
+            "postgresql": {"major": server.version(), "version": version, "settings": settings},
+            "sizes": {label: {**{k: v for k, v in info.items() if k != "run_objects"},
+                              "runs": [run.as_json() for run in info["run_objects"]]}
+                      for label, info in sizes.items()},
+            "targets": targets,
+            "total_seconds": round(total, 1),
+        }
+        args.output.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {args.output}")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping PostgreSQL", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        if bench is not None:
+            bench.close()
+        if server is not None:
+            server.stop(delete=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
