@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,9 @@ TARGET_LATENCY = 0.85
 # --- synthetic OCDS releases --------------------------------------------------------------------------------
 
 _WORDS = (
-    "supply delivery maintenance framework agreement services works construction road bridge school hospital "
-    "medical equipment software licences support cleaning catering security transport vehicles fuel electricity "
+    "supply delivery maintenance framework agreement services works construction road bridge school "
+    "hospital medical equipment software licences support cleaning catering security transport vehicles "
+    "fuel electricity "
     "water sanitation consultancy audit training furniture stationery printing laboratory reagents vaccines "
     "pharmaceuticals repair renovation building design supervision installation network cabling servers "
     "computers laptops telecommunications insurance legal advisory waste collection recycling landscaping "
@@ -71,14 +72,16 @@ _WORDS = (
 _TOWNS = ("Asunción", "Lisboa", "Ciudad de México", "Manchester", "Bristol", "Porto", "Encarnación", "Leeds",
           "Coimbra", "Guadalajara", "Monterrey", "Cardiff", "Glasgow", "Braga", "Puebla", "Köln", "São Paulo")
 _BODIES = ("City Council", "Health Board", "Ministry of Public Works", "Water Authority", "University",
-           "Police Service", "Housing Association", "Transport Agency", "Education Department", "Hospital Trust")
+           "Police Service", "Housing Association", "Transport Agency", "Education Department",
+           "Hospital Trust")
 _CURRENCIES = ("GBP", "EUR", "USD", "PYG", "MXN", "BRL")
 _UNITS = ("unit", "hour", "day", "month", "kilogram", "litre", "metre", "lot", "licence", "visit")
 _DOCUMENT_TYPES = ("tenderNotice", "biddingDocuments", "technicalSpecifications", "evaluationCriteria",
-                   "clarifications", "contractDraft", "eligibilityCriteria", "billOfQuantity", "riskProvisions")
+                   "clarifications", "contractDraft", "eligibilityCriteria", "billOfQuantity",
+                   "riskProvisions")
 _FORMATS = ("application/pdf", "application/pdf", "text/html",
             "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
-_BASE_DATE = datetime(2020, 1, 1, tzinfo=timezone.utc)
+_BASE_DATE = datetime(2020, 1, 1, tzinfo=UTC)
 _FOUR_YEARS = 4 * 365 * 86_400
 
 
@@ -118,7 +121,8 @@ class ReleaseFactory:
             "classification": {"scheme": "CPV", "id": f"{rng.randrange(3_000_000, 98_000_000):08d}",
                                "description": self._sentence(2, 6)},
             "quantity": rng.randint(1, 500),
-            "unit": {"name": rng.choice(_UNITS), "value": {"amount": self._amount(1, 20_000), "currency": currency}},
+            "unit": {"name": rng.choice(_UNITS),
+                     "value": {"amount": self._amount(1, 20_000), "currency": currency}},
             "deliveryAddresses": [{"region": f"{rng.choice('ABCDEFGHJKLMN')}{rng.randint(1, 99):02d}"}],
         }
 
@@ -138,24 +142,27 @@ class ReleaseFactory:
     def _party(self, ocid: str, number: int, roles: list[str]) -> dict[str, Any]:
         rng = self.rng
         town = rng.choice(_TOWNS)
+        name = f"{town} {rng.choice(_BODIES)}" if "buyer" in roles else f"{self._sentence(1, 3)[:-1]} Ltd"
         return {
             "id": f"XX-BENCH-{rng.randrange(1, 20_000):06d}",
-            "name": f"{town} {rng.choice(_BODIES)}" if "buyer" in roles else f"{self._sentence(1, 3)[:-1]} Ltd",
+            "name": name,
             "identifier": {"scheme": "XX-BENCH", "id": f"{rng.randrange(10**7, 10**8)}",
                            "legalName": self._sentence(2, 5)[:-1]},
             "address": {"streetAddress": f"{rng.randint(1, 400)} {self._sentence(1, 3)[:-1]} Street",
-                        "locality": town, "postalCode": f"{rng.randint(1000, 99999)}", "countryName": "Benchland"},
+                        "locality": town, "postalCode": f"{rng.randint(1000, 99999)}",
+                        "countryName": "Benchland"},
             "contactPoint": {"name": self._sentence(2, 3)[:-1], "email": f"procurement{number}@example.org",
                              "telephone": f"+44 {rng.randint(1000, 9999)} {rng.randint(100000, 999999)}"},
             "roles": roles,
         }
 
     def release(self, number: int, target_bytes: int) -> dict[str, Any]:
-        """One tender release of about ``target_bytes`` (+-20%: real releases vary), padded with items/documents."""
+        """A tender release of about ``target_bytes`` (+-20%: real ones vary), padded with items and documents."""
         rng = self.rng
         ocid = f"ocds-bench-{number}"
         currency = rng.choice(_CURRENCIES)
         date = self._date()
+        end_date = self._date(datetime.fromisoformat(date[:-1] + "+00:00"), 60 * 86_400)
         buyer = self._party(ocid, number, ["buyer", "procuringEntity"])
         release: dict[str, Any] = {
             "ocid": ocid,
@@ -174,8 +181,7 @@ class ReleaseFactory:
                 "procurementMethodDetails": self._sentence(2, 5)[:-1],
                 "mainProcurementCategory": rng.choice(("goods", "works", "services")),
                 "value": {"amount": self._amount(1_000, 5_000_000), "currency": currency},
-                "tenderPeriod": {"startDate": date, "endDate": self._date(datetime.fromisoformat(date[:-1] + "+00:00"),
-                                                                          60 * 86_400)},
+                "tenderPeriod": {"startDate": date, "endDate": end_date},
                 "items": [],
                 "documents": [],
             },
@@ -218,7 +224,7 @@ def seed_values(release: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def _copy_escape(text: str) -> str:
-    """COPY text format: backslash, tab, newline and carriage return escaped (NUL cannot occur in str JSON)."""
+    """COPY text format: backslash, tab, newline and carriage return escaped (JSON text never holds a NUL)."""
     if "\\" in text:
         text = text.replace("\\", "\\\\")
     if "\t" in text:
@@ -252,8 +258,8 @@ def _text_or_none(value: Any) -> str | None:
 
 RAW_COLUMNS = ("ocid", "release_id", "release_date", "date_text", "tag", "initiation_type", "buyer_id",
                "buyer_name", "tender_title", "tender_status", "procurement_method", "value_amount",
-               "value_currency", "publisher_name", "package_uri", "ocds_version", "source", "flags",
-               "content_hash", "data")
+               "value_currency", "publisher_name", "package_uri", "ocds_version", "source", "content_hash",
+               "data")
 
 
 def copy_line(release: dict[str, Any]) -> str:
@@ -270,7 +276,7 @@ def copy_line(release: dict[str, Any]) -> str:
         _text_or_none(buyer.get("id")), _text_or_none(buyer.get("name")), _text_or_none(tender.get("title")),
         _text_or_none(tender.get("status")), _text_or_none(tender.get("procurementMethod")),
         repr(amount) if isinstance(amount, (int, float)) else None, _text_or_none(value.get("currency")),
-        None, None, None, SOURCE, "{}", "\\x" + hashlib.sha256(data.encode("utf-8")).hexdigest(), data,
+        None, None, None, SOURCE, "\\x" + hashlib.sha256(data.encode("utf-8")).hexdigest(), data,
     )))
 
 
@@ -375,13 +381,15 @@ class Bench:
         db = connect_url(self.server.url_for(name))
         migrate(db)
         db.run("CREATE TABLE seed_releases (ocid text NOT NULL, release_id text NOT NULL, "
-               "release_date timestamptz NOT NULL, data jsonb NOT NULL, PRIMARY KEY (ocid, release_id))", "bench")
+               "release_date timestamptz NOT NULL, data jsonb NOT NULL, PRIMARY KEY (ocid, release_id))",
+               "bench")
         columns = db.run("SELECT column_name, data_type, udt_name FROM information_schema.columns "
                          "WHERE table_name = 'releases' AND column_default IS NULL ORDER BY ordinal_position",
                          "bench")
         names = tuple(column[0] for column in columns)
         assert names == RAW_COLUMNS, f"releases has changed: {names}"
-        definitions = ", ".join(f"{name} {'text[]' if udt == '_text' else kind}" for name, kind, udt in columns)
+        definitions = ", ".join(f"{column} {'text[]' if udt == '_text' else kind}"
+                                for column, kind, udt in columns)
         db.run(f"CREATE UNLOGGED TABLE raw_releases ({definitions})", "bench")
         self.dbs[name] = db
 
@@ -405,8 +413,9 @@ class Bench:
         return (int(high, 16) << 32) + int(low, 16)
 
     @contextmanager
-    def connection(self, database: str, delay: float | None) -> Iterator[tuple[Database, LatencyProxy | None]]:
-        """A connection through a LatencyProxy (``delay`` seconds per round trip), or direct if ``delay`` is None."""
+    def connection(self, database: str,
+                   delay: float | None) -> Iterator[tuple[Database, LatencyProxy | None]]:
+        """A connection through a LatencyProxy (``delay`` s per round trip), or direct if ``delay`` is None."""
         if delay is None:
             db = connect_url(self.server.url_for(database))
             try:
@@ -421,12 +430,22 @@ class Bench:
             finally:
                 db.close()
 
+    def round_trip(self, delay: float | None, count: int = 200) -> float:
+        """Mean seconds of one ``SELECT 1`` (simple query: one round trip): what a round trip really costs."""
+        with self.connection("postgres", delay) as (db, _proxy):
+            for _ in range(20):
+                db.run("SELECT 1", "bench")
+            started = time.perf_counter()
+            for _ in range(count):
+                db.run("SELECT 1", "bench")
+            return (time.perf_counter() - started) / count
+
     def measure(self, *, strategy: str, size: str, database: str, table: str, delay: float | None,
                 pages: list[list[dict[str, Any]]], page_size: int, mean_bytes: int,
                 body: Callable[[Database, list[list[dict[str, Any]]]], dict[str, int]],
                 prepare: Callable[[Database], None] | None = None, truncate: bool = True,
                 expected_rows: int | None = None) -> Run:
-        """Time ``body(db, pages)``: from release dicts to committed rows, with CPU, WAL and wire round trips."""
+        """Time ``body(db, pages)``, release dicts to committed rows, with CPU, WAL and wire round trips."""
         releases = sum(map(len, pages))
         if truncate:
             self.reset(database, table)
@@ -453,10 +472,12 @@ class Bench:
             self_trips = db.round_trips - self_before
         run = Run(strategy=strategy, size=size, delay_ms=(delay or 0.0) * 1000, releases=releases,
                   page_size=page_size, pages=len(pages), seconds=seconds, mean_bytes=mean_bytes,
-                  wire_round_trips=wire, self_round_trips=self_trips if strategy.startswith("engine") else None,
+                  wire_round_trips=wire,
+                  self_round_trips=self_trips if strategy.startswith("engine") else None,
                   client_cpu=thread_cpu, proxy_cpu=max(0.0, process_cpu_used - thread_cpu),
                   backend_cpu=backend_used, other_server_cpu=max(0.0, server_used - backend_used),
-                  wal_bytes=self.wal_lsn() - wal_before, rows_after=self.count(database, table), counts=counts)
+                  wal_bytes=self.wal_lsn() - wal_before, rows_after=self.count(database, table),
+                  counts=counts)
         wanted = releases if expected_rows is None else expected_rows
         if run.rows_after != wanted:
             raise SystemExit(f"{strategy}: {run.rows_after} rows in {table} after the run, expected {wanted}")
@@ -509,7 +530,7 @@ def seed_values_x100(db: Database, pages: list[list[dict[str, Any]]]) -> dict[st
 
 
 def engine_prepare(db: Database) -> None:
-    """An empty page: prepares the page statement (once per connection, as in a warm worker), writes nothing."""
+    """An empty page: prepares the page statement (once per connection, like a warm worker), writes nothing."""
     save_page(db, [], SOURCE)
 
 
@@ -578,8 +599,8 @@ def _loopback_of(runs: list[Run], run: Run) -> Run | None:
 
 
 def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
-    print(f"\n=== {label} releases: {info['releases']:,} releases, mean {info['mean_bytes']:,} B of JSON, pages of "
-          f"{info['page_size']} releases (~{info['page_size'] * info['mean_bytes'] / 1e6:.2f} MB) ===")
+    print(f"\n=== {label} releases: {info['releases']:,} releases, mean {info['mean_bytes']:,} B of JSON, "
+          f"pages of {info['page_size']} releases (~{info['page_size'] * info['mean_bytes'] / 1e6:.2f} MB) ===")
     header = (f"{'strategy':<30} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'engine is':>10} "
               f"{'RT/page wire':>12} {'RT/page self':>12} {'vs 0 ms':>8}")
     print(header)
@@ -593,12 +614,14 @@ def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
         loopback = _loopback_of(runs, run) if run.delay_ms else None
         versus = f"{run.rate / loopback.rate:.0%}" if loopback and loopback.rate else "-"
         rtt = "n/a" if run.wire_round_trips is None else f"{run.delay_ms:g}ms"
-        print(f"{run.strategy:<30} {rtt:>4} {run.releases:>8,} {_fmt_int(run.rate):>8} {run.mb_per_second:>6.1f} "
-              f"{ratio:>10} {_fmt_opt(run.wire_per_page):>12} {_fmt_opt(run.self_per_page):>12} {versus:>8}")
-    print("\nwhere the time goes (seconds; client = main thread CPU, proxy = proxy threads, backend = the "
-          "connection's postgres process, other = the rest of the server: WAL writer, checkpointer, autovacuum)")
-    header = (f"{'strategy':<30} {'RTT':>4} {'wall':>7} {'client':>7} {'proxy':>6} {'backend':>7} {'other':>6} "
-              f"{'waiting':>7} {'WAL MB':>7} {'WAL/data':>8}")
+        print(f"{run.strategy:<30} {rtt:>4} {run.releases:>8,} {_fmt_int(run.rate):>8} "
+              f"{run.mb_per_second:>6.1f} {ratio:>10} {_fmt_opt(run.wire_per_page):>12} "
+              f"{_fmt_opt(run.self_per_page):>12} {versus:>8}")
+    print("\nwhere the time goes (seconds; client = main thread CPU, proxy = proxy threads, backend = "
+          "the connection's postgres process,\nother = the rest of the server: WAL writer, checkpointer, "
+          "autovacuum; waiting = wall - client - backend)")
+    header = (f"{'strategy':<30} {'RTT':>4} {'wall':>7} {'client':>7} {'proxy':>6} {'backend':>7} "
+              f"{'other':>6} {'waiting':>7} {'WAL MB':>7} {'WAL/data':>8}")
     print(header)
     print("-" * len(header))
     for run in runs:
@@ -612,7 +635,8 @@ def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
         engine_run = _engine_for(runs, 0.0)
         share = f" = {info['client_only_seconds'] / engine_run.seconds:.0%} of the engine's wall time" \
             if engine_run else ""
-        print(f"engine client side alone (no database: read, validate, serialise, hash, build the parameter): "
+        print(f"engine client side alone (no database: read, validate, serialise, hash, build the "
+              f"parameter): "
               f"{info['client_only_seconds']:.2f} s, {info['client_only_rate']:,.0f} rel/s{share}")
 
 
@@ -621,7 +645,8 @@ def targets_block(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for label, info in sizes.items():
         runs: list[Run] = info["run_objects"]
         engine_run = _engine_for(runs, 0.0)
-        copy_run = next((run for run in runs if run.strategy.startswith("raw COPY") and run.delay_ms == 0), None)
+        copy_run = next((run for run in runs if run.strategy.startswith("raw COPY") and run.delay_ms == 0),
+                        None)
         slow = _engine_for(runs, 1.0)
         if engine_run and copy_run:
             value = engine_run.rate / copy_run.rate
@@ -632,12 +657,14 @@ def targets_block(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             value = engine_run.wire_per_page
             results.append({"size": label, "target": f"engine round trips per page <= {TARGET_ROUND_TRIPS}",
                             "value": round(value, 3),
-                            "display": f"{value:.2f} on the wire, {engine_run.self_per_page:.2f} self-counted",
+                            "display": f"{value:.2f} on the wire, "
+                                       f"{engine_run.self_per_page:.2f} self-counted",
                             "pass": value <= TARGET_ROUND_TRIPS})
         if engine_run and slow:
             value = slow.rate / engine_run.rate
             results.append({"size": label, "target": f"engine at 1 ms >= {TARGET_LATENCY:.0%} of loopback",
-                            "value": round(value, 3), "display": f"{value:.0%}", "pass": value >= TARGET_LATENCY})
+                            "value": round(value, 3), "display": f"{value:.0%}",
+                            "pass": value >= TARGET_LATENCY})
     print("\n=== targets ===")
     for result in results:
         print(f"{'PASS' if result['pass'] else 'FAIL'}  {result['size']:>6}  {result['target']:<38} "
@@ -691,7 +718,8 @@ def machine() -> dict[str, Any]:
         memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
     except (OSError, IndexError):
         pass
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu": model, "memory": memory,
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu": model,
+            "memory": memory,
             "python": platform.python_version(), "implementation": platform.python_implementation(),
             "platform": platform.platform()}
 
@@ -704,7 +732,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--releases-20k", type=int, help="releases of ~20 KB (default 5000, --quick 500)")
     parser.add_argument("--page-size-4k", type=int, default=250, help="releases per page of 4 KB ones")
     parser.add_argument("--page-size-20k", type=int, default=50, help="releases per page of 20 KB ones")
-    parser.add_argument("--per-row", type=int, help="releases for the per-row seed (default 2000, --quick 200)")
+    parser.add_argument("--per-row", type=int, help="releases for the per-row seed (default 2000)")
     parser.add_argument("--per-row-1ms", type=int, help="releases for the per-row seed at 1 ms (default 500)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed of the synthetic releases")
     parser.add_argument("--pg-bin", type=Path, help="PostgreSQL bin directory (default: the wheel's)")
@@ -741,7 +769,8 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
         runs.append(run)
         wire = "" if run.wire_per_page is None else f", {run.wire_per_page:,.2f} RT/page on the wire"
         own = "" if run.self_per_page is None else f" ({run.self_per_page:,.2f} self-counted)"
-        progress(f"[{label}] {run.strategy} @ {'direct' if run.wire_round_trips is None else f'{run.delay_ms:g} ms'}"
+        where = "direct" if run.wire_round_trips is None else f"{run.delay_ms:g} ms"
+        progress(f"[{label}] {run.strategy} @ {where}"
                  f": {run.releases:,} releases in {run.seconds:.2f} s = {run.rate:,.0f} rel/s, "
                  f"{run.mb_per_second:.1f} MB/s{wire}{own}")
         return run
@@ -762,8 +791,8 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
         if engine_run.counts.get("inserted") != len(releases):
             raise SystemExit(f"engine inserted {engine_run.counts}, expected {len(releases)}")
         if delay == 0:
-            replay = record(bench.measure(strategy="engine, replay (unchanged)", table="releases", delay=delay,
-                                          pages=pages, body=engine, prepare=engine_prepare, truncate=False,
+            replay = record(bench.measure(strategy="engine, replay (unchanged)", table="releases",
+                                          delay=delay, pages=pages, body=engine, prepare=engine_prepare, truncate=False,
                                           **common))
             if replay.counts.get("unchanged") != len(releases):
                 raise SystemExit(f"the replay was not all unchanged: {replay.counts}")
@@ -785,7 +814,8 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
     if args.explain:
         info["explain"] = explain_page(bench, database, pages[0], label)
         if len(releases) >= 1000 and page_size != 1000:
-            info["explain_1000"] = explain_page(bench, database, releases[:1000], f"{label} (DEFAULT_BATCH_SIZE)")
+            info["explain_1000"] = explain_page(bench, database, releases[:1000],
+                                                f"{label} (DEFAULT_BATCH_SIZE)")
     info["run_objects"] = runs
     return info
 
@@ -793,6 +823,7 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     begun = time.perf_counter()
     details = machine()
     progress(f"machine: {details['nproc']} CPUs ({details['cpu']}), {details['memory']} RAM, Python "
@@ -820,11 +851,15 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(server)
         version = bench.admin.run("SELECT version()", "bench")[0][0]
         settings = {name: bench.admin.run(f"SHOW {name}", "bench")[0][0]
-                    for name in ("fsync", "synchronous_commit", "full_page_writes", "wal_level", "shared_buffers",
-                                 "work_mem", "max_wal_size", "checkpoint_timeout", "wal_compression",
+                    for name in ("fsync", "synchronous_commit", "full_page_writes", "wal_level",
+                                 "shared_buffers", "work_mem", "max_wal_size", "checkpoint_timeout", "wal_compression",
                                  "default_toast_compression")}
         progress(f"PostgreSQL {server.version()}: {version}")
         progress("settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
+        round_trips = {"direct": bench.round_trip(None), "proxy 0 ms": bench.round_trip(0.0),
+                       "proxy 1 ms": bench.round_trip(ONE_MS)}
+        progress("one round trip (SELECT 1, mean of 200): " +
+                 ", ".join(f"{name} {seconds * 1000:.3f} ms" for name, seconds in round_trips.items()))
         for label, key, _count, _target, page_size, _first in specs:
             if key in data:
                 sizes[label] = bench_size(bench, label, key, data[key], page_size, args)
@@ -834,12 +869,13 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - begun
         print(f"\ntotal {total:.0f} s")
         output = {
-            "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "command": " ".join(["bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
             "quick": args.quick,
             "seed": args.seed,
             "machine": details,
             "postgresql": {"major": server.version(), "version": version, "settings": settings},
+            "round_trip_ms": {name: round(seconds * 1000, 4) for name, seconds in round_trips.items()},
             "sizes": {label: {**{k: v for k, v in info.items() if k != "run_objects"},
                               "runs": [run.as_json() for run in info["run_objects"]]}
                       for label, info in sizes.items()},

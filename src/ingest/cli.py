@@ -105,7 +105,10 @@ def summary(result: PageResult, files: int, seconds: float) -> str:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     db = open_database()
-    applied = migrate(db)
+    try:
+        applied = migrate(db)
+    finally:
+        db.close()
     print("applied: " + ", ".join(applied) if applied else "the schema is up to date")
     return 0
 
@@ -113,13 +116,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     files = input_files(args.paths)
     db = open_database()
-    migrate(db)
     total = PageResult()
     progress = Progress(len(files))
     started = time.perf_counter()
-    for done, result in load_files(db, files, args.source, args.batch_size):
-        total += result
-        progress.update(done, total)
+    try:
+        migrate(db)
+        for done, result in load_files(db, files, args.source, args.batch_size):
+            total += result
+            progress.update(done, total)
+    finally:
+        db.close()
     progress.update(len(files), total, force=True)
     progress.finish()
     print(summary(total, len(files), time.perf_counter() - started))

@@ -192,6 +192,7 @@ def _tcp_socket(settings: DatabaseSettings) -> socket.socket:
 def connect(settings: DatabaseSettings) -> Database:
     """Open a connection; an unreachable database raises DatabaseUnavailable saying where it tried."""
     unix_sock = f"{settings.unix_socket_dir}/.s.PGSQL.{settings.port}" if settings.unix_socket_dir else None
+    sock = None
     try:
         sock = None if unix_sock else _tcp_socket(settings)
         connection = pg8000.native.Connection(
@@ -207,6 +208,8 @@ def connect(settings: DatabaseSettings) -> Database:
             application_name=settings.application_name,
         )
     except Exception as exc:
+        if sock is not None:
+            sock.close()
         raise translate(exc, f"connecting to {settings.describe()}") from exc
     return Database(connection, settings)
 

@@ -1,0 +1,227 @@
+"""The page writer against a real PostgreSQL: conflict rule, order independence, hostile data, bisection,
+atomicity when the connection dies, round trips on the wire."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import secrets
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.errors import DatabaseUnavailable
+from ingest.pages import save_page
+from ingest.store.connection import Database, connect_url
+from ingest.tcp_proxy import LatencyProxy
+from tests.conftest import table_checksum
+
+
+def release(ocid: str, release_id: str, date: str, **extra: Any) -> dict[str, Any]:
+    return {"ocid": ocid, "id": release_id, "date": date, "tag": ["tender"], **extra}
+
+
+def package(*releases: dict[str, Any], uri: str = "https://example.org/page") -> dict[str, Any]:
+    return {"uri": uri, "publisher": {"name": "Example"}, "version": "1.1", "releases": list(releases)}
+
+
+def stored(db: Database) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(row[0], row[1]): row[2] for row in db.run("SELECT ocid, release_id, data FROM releases", "read")}
+
+
+def test_a_newer_release_replaces_an_older_one_and_never_the_reverse(db: Database) -> None:
+    old = release("ocds-1", "r1", "2020-01-01T00:00:00Z", title="old")
+    new = release("ocds-1", "r1", "2021-01-01T00:00:00Z", title="new")
+    first = save_page(db, package(new), "s")
+    second = save_page(db, package(old), "s")
+    assert (first.inserted, second.inserted, second.updated, second.unchanged) == (1, 0, 0, 1)
+    assert stored(db)[("ocds-1", "r1")]["title"] == "new"
+    third = save_page(db, package(release("ocds-1", "r1", "2022-01-01T00:00:00Z", title="newer")), "s")
+    assert (third.inserted, third.updated) == (0, 1)
+    assert stored(db)[("ocds-1", "r1")]["title"] == "newer"
+
+
+def test_same_date_different_content_is_decided_by_the_hash_in_both_orders(db: Database) -> None:
+    a = release("ocds-2", "r", "2020-01-01T00:00:00Z", title="a")
+    b = release("ocds-2", "r", "2020-01-01T00:00:00Z", title="b")
+    save_page(db, package(a), "s")
+    save_page(db, package(b), "s")
+    one = table_checksum(db)
+    db.run("TRUNCATE releases", "reset")
+    save_page(db, package(b), "s")
+    save_page(db, package(a), "s")
+    assert table_checksum(db) == one
+
+
+def test_duplicates_inside_one_page_are_resolved_before_writing(db: Database) -> None:
+    # "ON CONFLICT DO UPDATE command cannot affect row a second time" must never happen
+    releases = [release("ocds-3", "r", f"2020-01-0{day}T00:00:00Z", day=day) for day in (3, 1, 5, 2, 5)]
+    result = save_page(db, package(*releases), "s")
+    assert (result.inserted, result.duplicates_in_page, result.unchanged) == (1, 4, 4)
+    assert stored(db)[("ocds-3", "r")]["day"] == 5
+
+
+def _pages() -> list[list[dict[str, Any]]]:
+    rng = random.Random(11)
+    pages = []
+    for page_number in range(6):
+        page = []
+        for _ in range(15):
+            ocid = f"ocds-h-{rng.randrange(8)}"
+            page.append(release(ocid, f"r{rng.randrange(3)}", f"2020-01-{rng.randrange(1, 4):02d}T00:00:00Z",
+                                page=page_number, value=rng.randrange(3)))
+        pages.append(page)
+    return pages
+
+
+PAGES = _pages()
+
+
+@pytest.fixture(scope="module")
+def expected_checksum(migrated: str) -> tuple[int, str]:
+    db = connect_url(migrated)
+    try:
+        db.run("TRUNCATE releases, rejected_releases, compiled_releases", "reset")
+        for page in PAGES:
+            save_page(db, package(*page), "s")
+        return table_checksum(db)
+    finally:
+        db.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(list(range(len(PAGES)))), replays=st.lists(st.integers(0, len(PAGES) - 1), max_size=4))
+def test_any_order_and_any_replay_gives_a_byte_identical_table(
+        db: Database, expected_checksum: tuple[int, str], order: list[int], replays: list[int]) -> None:
+    db.run("TRUNCATE releases", "reset")
+    for index in [*order, *replays]:
+        save_page(db, package(*PAGES[index]), "s")
+    assert table_checksum(db) == expected_checksum
+
+
+HOSTILE = [
+    "it's \"quoted\"",
+    "'); DROP TABLE releases; --",
+    "back\\slash \\N \\\\ end\\",
+    "tab\there\nnewline\r\ncarriage",
+    "\\N",
+    "astral 😼𝒞 and ½ and Ω and 中文",
+    "x" * 2000,
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_are_stored_exactly(db: Database, text: str) -> None:
+    hostile = release(text, text, "2020-01-01T00:00:00Z", buyer={"id": text, "name": text},
+                      tender={"title": text, text: [text]})
+    result = save_page(db, package(hostile), "s")
+    assert result.inserted == 1
+    row = db.run("SELECT ocid, release_id, buyer_id, buyer_name, tender_title, data FROM releases", "read")[0]
+    assert row[:5] == [text] * 5
+    assert row[5] == hostile
+    assert db.run("SELECT count(*) FROM releases", "count")[0][0] == 1  # the table survived
+
+
+def test_nul_characters_are_removed_and_flagged(db: Database) -> None:
+    page = '{"releases":[{"ocid":"ocds-n","id":"1","date":"2020-01-01T00:00:00Z","tender":{"title":"a\\u0000b"},' \
+           '"k\\u0000":"v"}]}'
+    save_page(db, page, "s")
+    data, flags = db.run("SELECT data, flags FROM releases", "read")[0]
+    assert data == {"ocid": "ocds-n", "id": "1", "date": "2020-01-01T00:00:00Z", "tender": {"title": "ab"},
+                    "k": "v"}
+    assert flags == ["nul_removed"]
+
+
+def test_an_id_too_long_for_the_index_is_quarantined_with_the_database_reason(db: Database) -> None:
+    # GIVEN a page of 40 good releases and 3 whose random 12 kB id no B-tree entry can hold
+    good = [release(f"ocds-g{n}", "1", "2020-01-01T00:00:00Z") for n in range(40)]
+    bad = [release(f"ocds-b{n}", secrets.token_hex(6000), "2020-01-01T00:00:00Z") for n in range(3)]
+    mixed = good[:10] + [bad[0]] + good[10:30] + bad[1:] + good[30:]
+    # WHEN it is saved
+    result = save_page(db, package(*mixed), "s", "page-x")
+    # THEN exactly the bad ones are quarantined with PostgreSQL's message, and all the good ones committed
+    assert result.inserted == 40
+    assert dict(result.rejected) == {"database_refused": 3}
+    rows = db.run("SELECT ocid, reason, detail, raw_text, position FROM rejected_releases ORDER BY ocid", "read")
+    assert [row[0] for row in rows] == ["ocds-b0", "ocds-b1", "ocds-b2"]
+    for ocid, reason, detail, raw_text, position in rows:
+        assert reason == "database_refused"
+        assert "index row" in detail and "SQLSTATE 54000" in detail
+        assert json.loads(raw_text)["ocid"] == ocid
+        assert position.startswith("/releases/")
+    assert db.run("SELECT count(*) FROM releases", "count")[0][0] == 40
+
+
+def test_a_long_but_compressible_id_is_stored(db: Database) -> None:
+    long_id = "a" * 10_000
+    assert save_page(db, package(release("ocds-long", long_id, "2020-01-01T00:00:00Z")), "s").inserted == 1
+
+
+def test_a_replayed_page_quarantines_its_rejections_once(db: Database) -> None:
+    page = package({"ocid": "ocds-x"}, {}, {}, release("ocds-ok", "1", "2020-01-01T00:00:00Z"))
+    save_page(db, page, "s", "page-1")
+    save_page(db, page, "s", "page-1")
+    reasons = db.run("SELECT reason, position FROM rejected_releases ORDER BY position", "read")
+    assert reasons == [["missing_id", "/releases/0"], ["missing_ocid", "/releases/1"],
+                       ["missing_ocid", "/releases/2"]]
+
+
+def test_a_connection_killed_mid_page_leaves_nothing_written(db: Database, migrated: str) -> None:
+    # GIVEN another transaction holding the row lock of one key of the page, so the page write must wait
+    blocker = connect_url(migrated)
+    blocker.run("BEGIN", "blocking")
+    blocker.execute_once("INSERT INTO releases (ocid, release_id, release_date, date_text, source, content_hash, "
+                         "data) VALUES ('ocds-k-5', '1', now(), 'now', 'b', '\\x00', '{}')", "blocking")
+    page = package(*[release(f"ocds-k-{n}", "1", "2020-01-01T00:00:00Z") for n in range(10)])
+    victim = connect_url(migrated)
+    pid = victim.run("SELECT pg_backend_pid()", "pid")[0][0]
+    outcome: dict[str, BaseException] = {}
+
+    def write() -> None:
+        try:
+            save_page(victim, page, "s")
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    deadline = time.monotonic() + 10
+    while db.run(f"SELECT count(*) FROM pg_locks WHERE pid = {int(pid)} AND NOT granted", "locks")[0][0] == 0:
+        assert time.monotonic() < deadline, "the page write never waited for the lock"
+        time.sleep(0.01)
+    # WHEN its connection is killed while it waits half-way through the page
+    db.execute_once("SELECT pg_terminate_backend(:pid)", "kill", pid=pid)
+    writer.join(10)
+    victim.close()
+    blocker.run("ROLLBACK", "release")
+    blocker.close()
+    # THEN the writer gets the retryable error and not one row of the page was written
+    assert isinstance(outcome.get("error"), DatabaseUnavailable)
+    assert "retry" in str(outcome["error"])
+    assert db.run("SELECT count(*) FROM releases", "count")[0][0] == 0
+    # AND the same page on a new connection lands in full
+    again = connect_url(migrated)
+    assert save_page(again, page, "s").inserted == 10
+    again.close()
+
+
+def test_a_page_costs_one_round_trip_on_the_wire_whatever_its_size(db: Database, migrated: str) -> None:
+    from ingest.store.connection import parse_url
+
+    settings_ = parse_url(migrated)
+    with LatencyProxy(settings_.host, settings_.port) as proxy:
+        proxied = connect_url(f"postgresql://{settings_.user}@127.0.0.1:{proxy.port}/{settings_.database}")
+        save_page(proxied, package(release("ocds-warm", "1", "2020-01-01T00:00:00Z")), "s")  # prepares once
+        for size in (1, 10, 1000):
+            proxy.reset_round_trips()
+            page = package(*[copy.deepcopy(release(f"ocds-rt-{size}-{n}", "1", "2020-01-01T00:00:00Z"))
+                             for n in range(size)], {"ocid": "bad"})
+            result = save_page(proxied, page, "s", f"size {size}")
+            assert result.inserted == size
+            assert proxy.round_trips == 1 == result.round_trips
+        proxied.close()
