@@ -13,6 +13,7 @@ from ingest.errors import ConfigurationError, IngestError, TransientError
 from ingest.pages import DEFAULT_BATCH_SIZE, PageResult, load_stream
 from ingest.store.connection import Database, connect_url
 from ingest.store.migrate import migrate
+from ingest.store.writer import DEFAULT_STRATEGY, STRATEGIES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DATA_DIR = PROJECT_ROOT / ".local" / "pgdata"
@@ -76,10 +77,11 @@ class Progress:
             print(file=sys.stderr)
 
 
-def load_files(db: Database, files: Sequence[Path], source: str, batch_size: int) -> Iterator[tuple[int, PageResult]]:
+def load_files(db: Database, files: Sequence[Path], source: str, batch_size: int,
+               strategy: str) -> Iterator[tuple[int, PageResult]]:
     for index, path in enumerate(files, start=1):
         with path.open("rb") as binary:
-            for result in load_stream(db, binary, path.stat().st_size, source, str(path), batch_size):
+            for result in load_stream(db, binary, path.stat().st_size, source, str(path), batch_size, strategy):
                 yield index, result
 
 
@@ -121,7 +123,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         migrate(db)
-        for done, result in load_files(db, files, args.source, args.batch_size):
+        for done, result in load_files(db, files, args.source, args.batch_size, args.strategy):
             total += result
             progress.update(done, total)
     finally:
@@ -161,10 +163,13 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--source", default="files", help="the source name stored with each release")
     load.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="releases per transaction")
     load.add_argument("--strict", action="store_true", help="exit 1 if any release was rejected")
+    load.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                      help="how pages are written (see README, Benchmark)")
     load.set_defaults(run=cmd_load)
     demo = commands.add_parser("demo", help="load the real samples into the embedded PostgreSQL")
     demo.add_argument("--source", default="samples")
     demo.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    demo.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
     demo.set_defaults(run=cmd_demo)
     return top
 

@@ -27,7 +27,7 @@ from ingest.releases import (
     unreadable_to_rejection,
 )
 from ingest.store.connection import Database
-from ingest.store.writer import write_page
+from ingest.store.writer import DEFAULT_STRATEGY, write_page
 
 # Releases per transaction when a file is larger than one page (measured by `make bench`; see README).
 DEFAULT_BATCH_SIZE = 1000
@@ -93,13 +93,14 @@ def _rows(items: Iterable[Item], source: str) -> tuple[list[ReleaseRow], list[Re
     return rows, rejections, compiled, found
 
 
-def save_items(db: Database, items: Iterable[Item], source: str, context: str = "") -> PageResult:
+def save_items(db: Database, items: Iterable[Item], source: str, context: str = "",
+               strategy: str = DEFAULT_STRATEGY) -> PageResult:
     """Write already-read items as one page, in one transaction."""
     rows, rejections, compiled, found = _rows(items, source)
     unique_rows, duplicates = newest_per_key(rows)
     unique_compiled = newest_compiled(compiled)
     round_trips_before = db.round_trips
-    written = write_page(db, unique_rows, rejections, unique_compiled, source, context)
+    written = write_page(db, unique_rows, rejections, unique_compiled, source, context, strategy)
     result = PageResult(
         releases_read=found,
         inserted=written.inserted,
@@ -115,14 +116,15 @@ def save_items(db: Database, items: Iterable[Item], source: str, context: str = 
     return result
 
 
-def save_page(db: Database, page: Any, source: str, context: str = "") -> PageResult:
+def save_page(db: Database, page: Any, source: str, context: str = "",
+              strategy: str = DEFAULT_STRATEGY) -> PageResult:
     """Read a page in any OCDS shape and write it: the library's entry point.
 
     ``page`` is bytes or text (any encoding and shape the reader knows), a parsed package, record or release,
     or a list of releases. Returns counts: inserted, updated, unchanged, rejected by reason, round trips.
     """
     items, stats = _document(page)
-    result = save_items(db, items, source, context)
+    result = save_items(db, items, source, context, strategy)
     result.linked_releases = stats.linked_releases
     result.empty_packages = stats.empty_packages
     return result
@@ -135,7 +137,7 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, context: str,
-                batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[PageResult]:
+                batch_size: int = DEFAULT_BATCH_SIZE, strategy: str = DEFAULT_STRATEGY) -> Iterator[PageResult]:
     """Load a file of any size: small ones are read whole, large ones streamed; one transaction per batch."""
     if size_bytes <= documents.STREAM_THRESHOLD_BYTES:
         document = documents.read_bytes(binary.read())
@@ -145,7 +147,7 @@ def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, co
     produced = False
     for batch in batches(document.items(), batch_size):
         produced = True
-        yield save_items(db, batch, source, context)
+        yield save_items(db, batch, source, context, strategy)
     tail = PageResult(linked_releases=document.stats.linked_releases,
                       empty_packages=document.stats.empty_packages, pages=0 if produced else 1)
     yield tail

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ingest.errors import DatabaseUnavailable
 from ingest.pages import save_page
 from ingest.store.connection import Database, connect_url
+from ingest.store.writer import STRATEGIES
 from ingest.tcp_proxy import LatencyProxy
 from tests.conftest import table_checksum
 
@@ -34,14 +35,16 @@ def stored(db: Database) -> dict[tuple[str, str], dict[str, Any]]:
     return {(row[0], row[1]): row[2] for row in db.run("SELECT ocid, release_id, data FROM releases", "read")}
 
 
-def test_a_newer_release_replaces_an_older_one_and_never_the_reverse(db: Database) -> None:
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_newer_release_replaces_an_older_one_and_never_the_reverse(db: Database, strategy: str) -> None:
     old = release("ocds-1", "r1", "2020-01-01T00:00:00Z", title="old")
     new = release("ocds-1", "r1", "2021-01-01T00:00:00Z", title="new")
-    first = save_page(db, package(new), "s")
-    second = save_page(db, package(old), "s")
+    first = save_page(db, package(new), "s", strategy=strategy)
+    second = save_page(db, package(old), "s", strategy=strategy)
     assert (first.inserted, second.inserted, second.updated, second.unchanged) == (1, 0, 0, 1)
     assert stored(db)[("ocds-1", "r1")]["title"] == "new"
-    third = save_page(db, package(release("ocds-1", "r1", "2022-01-01T00:00:00Z", title="newer")), "s")
+    third = save_page(db, package(release("ocds-1", "r1", "2022-01-01T00:00:00Z", title="newer")), "s",
+                      strategy=strategy)
     assert (third.inserted, third.updated) == (0, 1)
     assert stored(db)[("ocds-1", "r1")]["title"] == "newer"
 
@@ -58,10 +61,11 @@ def test_same_date_different_content_is_decided_by_the_hash_in_both_orders(db: D
     assert table_checksum(db) == one
 
 
-def test_duplicates_inside_one_page_are_resolved_before_writing(db: Database) -> None:
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_duplicates_inside_one_page_are_resolved_before_writing(db: Database, strategy: str) -> None:
     # "ON CONFLICT DO UPDATE command cannot affect row a second time" must never happen
     releases = [release("ocds-3", "r", f"2020-01-0{day}T00:00:00Z", day=day) for day in (3, 1, 5, 2, 5)]
-    result = save_page(db, package(*releases), "s")
+    result = save_page(db, package(*releases), "s", strategy=strategy)
     assert (result.inserted, result.duplicates_in_page, result.unchanged) == (1, 4, 4)
     assert stored(db)[("ocds-3", "r")]["day"] == 5
 
@@ -115,15 +119,17 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("text", HOSTILE)
-def test_hostile_strings_are_stored_exactly(db: Database, text: str) -> None:
+def test_hostile_strings_are_stored_exactly(db: Database, text: str, strategy: str) -> None:
     hostile = release(text, text, "2020-01-01T00:00:00Z", buyer={"id": text, "name": text},
-                      tender={"title": text, text: [text]})
-    result = save_page(db, package(hostile), "s")
+                      tender={"title": text, text: [text]}, tag=[text, "tender"])
+    result = save_page(db, package(hostile), "s", strategy=strategy)
     assert result.inserted == 1
-    row = db.run("SELECT ocid, release_id, buyer_id, buyer_name, tender_title, data FROM releases", "read")[0]
+    row = db.run("SELECT ocid, release_id, buyer_id, buyer_name, tender_title, data, tag FROM releases", "read")[0]
     assert row[:5] == [text] * 5
     assert row[5] == hostile
+    assert row[6] == [text, "tender"]
     assert db.run("SELECT count(*) FROM releases", "count")[0][0] == 1  # the table survived
 
 
@@ -137,13 +143,14 @@ def test_nul_characters_are_removed_and_flagged(db: Database) -> None:
     assert flags == ["nul_removed"]
 
 
-def test_an_id_too_long_for_the_index_is_quarantined_with_the_database_reason(db: Database) -> None:
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_an_id_too_long_for_the_index_is_quarantined_with_the_database_reason(db: Database, strategy: str) -> None:
     # GIVEN a page of 40 good releases and 3 whose random 12 kB id no B-tree entry can hold
     good = [release(f"ocds-g{n}", "1", "2020-01-01T00:00:00Z") for n in range(40)]
     bad = [release(f"ocds-b{n}", secrets.token_hex(6000), "2020-01-01T00:00:00Z") for n in range(3)]
     mixed = good[:10] + [bad[0]] + good[10:30] + bad[1:] + good[30:]
     # WHEN it is saved
-    result = save_page(db, package(*mixed), "s", "page-x")
+    result = save_page(db, package(*mixed), "s", "page-x", strategy=strategy)
     # THEN exactly the bad ones are quarantined with PostgreSQL's message, and all the good ones committed
     assert result.inserted == 40
     assert dict(result.rejected) == {"database_refused": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import socket
 import ssl
@@ -150,6 +151,15 @@ class Database:
         try:
             self.round_trips += 3  # pg8000 parses, describes and executes an unnamed statement in three
             return self.connection.run(sql, **params) or []
+        except Exception as exc:
+            raise self._translate(exc, where) from exc
+
+    def copy_in(self, sql: str, data: bytes, where: str) -> None:
+        """COPY … FROM STDIN. pg8000 sends it as an unnamed extended-protocol statement: parse, describe and
+        bind, execute (answered by CopyInResponse), then the data; four round trips."""
+        try:
+            self.round_trips += 4
+            self.connection.run(sql, stream=io.BytesIO(data))
         except Exception as exc:
             raise self._translate(exc, where) from exc
 

@@ -47,18 +47,47 @@ _RELEASE_COLUMNS = (
 )
 
 
-def _upsert_sql() -> str:
-    """The page statement. Built once from the column list above; it contains no values."""
-    recordset = ", ".join(f"{key} {kind}" for _, key, kind in _RELEASE_COLUMNS)
+STRATEGIES = ("json", "unnest", "copy")
+DEFAULT_STRATEGY = "json"  # the fastest that keeps a page at one round trip; see README, Benchmark
+_STAGING = "ocds_ingest_page"
+
+
+def _release_source(strategy: str) -> str:
+    """Where the page's release rows come from, per strategy; the rest of the statement is shared."""
+    if strategy == "json":
+        recordset = ", ".join(f"{key} {kind}" for _, key, kind in _RELEASE_COLUMNS)
+        return f"page, jsonb_to_recordset(page.doc->'r') AS r({recordset})"
+    if strategy == "unnest":
+        # One array parameter per column. Array-valued columns travel as array literals, one per row.
+        arrays = ", ".join(f"CAST(:{key} AS {'text' if kind in ('text[]', 'jsonb') else kind}[])"
+                           for _, key, kind in _RELEASE_COLUMNS)
+        keys = ", ".join(key for _, key, _ in _RELEASE_COLUMNS)
+        return f"unnest({arrays}) AS r({keys})"
+    if strategy == "copy":
+        return f"{_STAGING} AS r"
+    raise ValueError(f"unknown write strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _selected(strategy: str) -> str:
+    def expression(key: str, kind: str) -> str:
+        if key == "h":
+            return "decode(h, 'hex')"
+        if strategy == "unnest" and kind in ("text[]", "jsonb"):
+            return f"CAST({key} AS {kind})"
+        return key
+    return ", ".join(expression(key, kind) for _, key, kind in _RELEASE_COLUMNS)
+
+
+def _upsert_sql(strategy: str = DEFAULT_STRATEGY) -> str:
+    """The page statement of a strategy. Built from the column list above; it contains no values."""
     columns = ", ".join(column for column, _, _ in _RELEASE_COLUMNS)
-    selected = ", ".join("decode(h, 'hex')" if key == "h" else key for _, key, _ in _RELEASE_COLUMNS)
     updates = ", ".join(f"{column} = EXCLUDED.{column}" for column, _, _ in _RELEASE_COLUMNS[2:])
     return f"""
 WITH page AS (SELECT CAST(:page AS jsonb) AS doc),
 written AS (
     INSERT INTO releases AS stored ({columns})
-    SELECT {selected}
-    FROM page, jsonb_to_recordset(page.doc->'r') AS r({recordset})
+    SELECT {_selected(strategy)}
+    FROM {_release_source(strategy)}
     ORDER BY o COLLATE "C", i COLLATE "C"
     ON CONFLICT (ocid, release_id) DO UPDATE SET {updates}, last_ingested_at = now()
     WHERE (stored.release_date, stored.content_hash) < (EXCLUDED.release_date, EXCLUDED.content_hash)
@@ -92,7 +121,12 @@ SELECT (SELECT count(*) FILTER (WHERE inserted) FROM written),
 """
 
 
-UPSERT_SQL = _upsert_sql()
+def _staging_sql() -> str:
+    columns = ", ".join(f"{key} {'text' if key == 'h' else kind}" for _, key, kind in _RELEASE_COLUMNS)
+    return f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} ({columns}) ON COMMIT DELETE ROWS"
+
+
+UPSERT_SQL = {strategy: _upsert_sql(strategy) for strategy in STRATEGIES}
 
 _dumps = json.dumps
 
@@ -140,6 +174,44 @@ def page_parameter(releases: Sequence[ReleaseRow], rejections: Sequence[Rejectio
     )
 
 
+def _array_literal(values: Sequence[str | None]) -> str:
+    """A PostgreSQL array literal, escaped with C-speed string methods (pg8000 escapes arrays per character)."""
+    return "{" + ",".join("NULL" if value is None else
+                          '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values) + "}"
+
+
+def _list_literal(values: list[str] | None) -> str | None:
+    return None if values is None else _array_literal(values)
+
+
+def unnest_parameters(releases: Sequence[ReleaseRow]) -> dict[str, str]:
+    """One array literal per column, for the ``unnest`` strategy (pure)."""
+    keys = [key for _, key, _ in _RELEASE_COLUMNS]
+    columns = list(zip(*map(_row_values, releases), strict=True)) or [()] * len(keys)
+    return {key: _array_literal(values) for key, values in zip(keys, columns, strict=True)}
+
+
+def _row_values(row: ReleaseRow) -> tuple[str | None, ...]:
+    """A row's values as text, in ``_RELEASE_COLUMNS`` order (array columns as array literals)."""
+    return (row.ocid, row.release_id, row.release_date.isoformat(), row.date_text, _list_literal(row.tag),
+            row.initiation_type, row.buyer_id, row.buyer_name, row.tender_title, row.tender_status,
+            row.procurement_method, row.value_amount, row.value_currency, row.publisher_name, row.package_uri,
+            row.ocds_version, row.source, _list_literal(row.flags), row.content_hash.hex(), row.data_text)
+
+
+def _copy_field(value: str | None) -> str:
+    if value is None:
+        return "\\N"
+    # Chained replace() runs at C speed; the JSON text itself holds no raw tabs or newlines, only backslashes.
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def copy_text(releases: Sequence[ReleaseRow]) -> bytes:
+    """The rows in COPY text format (pure): tab-separated, backslash escapes, \\N for NULL."""
+    lines = ["\t".join(map(_copy_field, _row_values(row))) for row in releases]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+
 @dataclass
 class WriteResult:
     inserted: int = 0
@@ -150,51 +222,82 @@ class WriteResult:
 
 
 def write_page(db: Database, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
-               compiled: Sequence[CompiledRow], source: str, context: str) -> WriteResult:
+               compiled: Sequence[CompiledRow], source: str, context: str,
+               strategy: str = DEFAULT_STRATEGY) -> WriteResult:
     """Write one page: all of its acceptable rows commit together, or nothing does."""
     where = f"writing a page of {source} ({context})" if context else f"writing a page of {source}"
+    writer = _Writer(db, strategy, source, context, where)
     try:
-        return _run(db, page_parameter(releases, rejections, compiled, source, context), where)
+        return writer.attempt(releases, rejections, compiled)
     except DataRefused:
         pass
     result = WriteResult(refused=[])
     with db.transaction(where):
-        good_releases = _bisect(db, list(releases), lambda part: page_parameter(part, [], [], source, context),
-                                result, where)
-        good_compiled = _bisect(db, list(compiled), lambda part: page_parameter([], [], part, source, context),
-                                result, where)
-        del good_releases, good_compiled
+        writer.in_transaction = True
+        writer.bisect(list(releases), lambda part: writer.attempt(part, [], []), result)
+        writer.bisect(list(compiled), lambda part: writer.attempt([], [], part), result)
         assert result.refused is not None
-        written = _run(db, page_parameter([], [*rejections, *result.refused], [], source, context), where)
-        result.quarantined += written.quarantined
+        result.quarantined += writer.attempt([], [*rejections, *result.refused], []).quarantined
     return result
 
 
 Row = TypeVar("Row", ReleaseRow, CompiledRow)
 
 
-def _bisect(db: Database, rows: list[Row], parameter: Callable[[list[Row]], str], result: WriteResult,
-            where: str) -> list[Row]:
-    """Write ``rows`` inside the open transaction; refused rows end up in ``result.refused``."""
-    if not rows:
-        return rows
-    db.run("SAVEPOINT bisect", where)
-    try:
-        written = _run(db, parameter(rows), where)
-    except DataRefused as refused:
-        db.run("ROLLBACK TO SAVEPOINT bisect", where)
-        if len(rows) == 1:
-            assert result.refused is not None
-            result.refused.append(_refused_rejection(rows[0], refused))
-            return []
-        middle = len(rows) // 2
-        return _bisect(db, rows[:middle], parameter, result, where) + \
-            _bisect(db, rows[middle:], parameter, result, where)
-    db.run("RELEASE SAVEPOINT bisect", where)
-    result.inserted += written.inserted
-    result.updated += written.updated
-    result.compiled += written.compiled
-    return rows
+class _Writer:
+    def __init__(self, db: Database, strategy: str, source: str, context: str, where: str) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown write strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.db, self.strategy, self.source, self.context, self.where = db, strategy, source, context, where
+        self.in_transaction = False
+
+    def attempt(self, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
+                compiled: Sequence[CompiledRow]) -> WriteResult:
+        """One statement (json, unnest) or one staged COPY (copy) for these rows."""
+        sql = UPSERT_SQL[self.strategy]
+        if self.strategy == "json":
+            return self._result(self.db.execute(
+                sql, self.where, page=page_parameter(releases, rejections, compiled, self.source, self.context)))
+        page = page_parameter([], rejections, compiled, self.source, self.context)
+        if self.strategy == "unnest":
+            return self._result(self.db.execute(sql, self.where, page=page, **unnest_parameters(releases)))
+        if self.in_transaction:
+            return self._copy_and_upsert(sql, releases, page)
+        with self.db.transaction(self.where):
+            return self._copy_and_upsert(sql, releases, page)
+
+    def _copy_and_upsert(self, sql: str, releases: Sequence[ReleaseRow], page: str) -> WriteResult:
+        self.db.run(f"{_staging_sql()}; TRUNCATE {_STAGING}", self.where)
+        columns = ", ".join(key for _, key, _ in _RELEASE_COLUMNS)
+        self.db.copy_in(f"COPY {_STAGING} ({columns}) FROM STDIN", copy_text(releases), self.where)
+        return self._result(self.db.execute(sql, self.where, page=page))
+
+    @staticmethod
+    def _result(rows: list[list[int]]) -> WriteResult:
+        row = rows[0]
+        return WriteResult(inserted=row[0], updated=row[1], quarantined=row[2], compiled=row[3])
+
+    def bisect(self, rows: list[Row], attempt: Callable[[list[Row]], WriteResult], result: WriteResult) -> None:
+        """Write ``rows`` inside the open transaction; refused rows end up in ``result.refused``."""
+        if not rows:
+            return
+        self.db.run("SAVEPOINT bisect", self.where)
+        try:
+            written = attempt(rows)
+        except DataRefused as refused:
+            self.db.run("ROLLBACK TO SAVEPOINT bisect", self.where)
+            if len(rows) == 1:
+                assert result.refused is not None
+                result.refused.append(_refused_rejection(rows[0], refused))
+                return
+            middle = len(rows) // 2
+            self.bisect(rows[:middle], attempt, result)
+            self.bisect(rows[middle:], attempt, result)
+            return
+        self.db.run("RELEASE SAVEPOINT bisect", self.where)
+        result.inserted += written.inserted
+        result.updated += written.updated
+        result.compiled += written.compiled
 
 
 def _refused_rejection(row: ReleaseRow | CompiledRow, refused: DataRefused) -> Rejection:
@@ -202,8 +305,3 @@ def _refused_rejection(row: ReleaseRow | CompiledRow, refused: DataRefused) -> R
         return Rejection("database_refused", refused.detail, row.data_text, row.position, ocid=row.ocid,
                          release_id=row.release_id)
     return Rejection("database_refused", refused.detail, row.data_text, "compiledRelease", ocid=row.ocid)
-
-
-def _run(db: Database, parameter: str, where: str) -> WriteResult:
-    row = db.execute(UPSERT_SQL, where, page=parameter)[0]
-    return WriteResult(inserted=row[0], updated=row[1], quarantined=row[2], compiled=row[3])
