@@ -1,0 +1,1 @@
+"""Lambda entry points: a few lines each; the work lives in ``ingest``."""

@@ -1,0 +1,123 @@
+"""The edge: read the environment, create the clients, hand them to ``ingest``. Only handlers call this.
+
+| variable | meaning |
+|---|---|
+| DATABASE_URL | libpq URI (local runs, tests) |
+| DB_SECRET_ARN | Secrets Manager secret with username/password/host/port/dbname (cached 5 minutes) |
+| DB_IAM_USER | IAM database authentication as this user (with DB_HOST, DB_PORT, DB_NAME) |
+| DB_HOST, DB_PORT, DB_NAME | override the secret's (e.g. an RDS Proxy endpoint) or name the IAM target |
+| DB_SSLROOTCERT | a CA bundle newer than the RDS bundle shipped in the package |
+| SOURCES_FILE, SOURCES_PARAMETER | sources configuration: a file, or an SSM parameter name; else the packaged one |
+| WRITE_STRATEGY | json (default), unnest or copy |
+| MAX_PAGE_BYTES | cap on a fetched or claim-checked page (default 64 MiB) |
+| TIME_SAFETY_MARGIN_MS | do not start a message with less time left than this (default 20000) |
+| PAGES_BUCKET | claim-check bucket (harvest) |
+| PAGES_QUEUE_URL | the pages queue (harvest) |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import ConfigurationError
+from ingest.sources import Source, parse_sources
+from ingest.store.connection import Database, connect, connect_url
+
+_SECRET_MAX_AGE_SECONDS = 300
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def database_connector() -> Callable[[], Database]:
+    """A function that opens a new connection, with credentials as configured."""
+    env = os.environ
+    if env.get("DATABASE_URL"):
+        url = env["DATABASE_URL"]
+        return lambda: connect_url(url)
+    host, port, name, rootcert = env.get("DB_HOST"), _int("DB_PORT", 5432), env.get("DB_NAME"), \
+        env.get("DB_SSLROOTCERT")
+    if env.get("DB_SECRET_ARN"):
+        arn = env["DB_SECRET_ARN"]
+
+        def with_secret() -> Database:
+            from aws_lambda_powertools.utilities.parameters import get_secret
+
+            from ingest.store.credentials import from_secret
+
+            secret = get_secret(arn, transform="json", max_age=_SECRET_MAX_AGE_SECONDS)
+            try:
+                return connect(from_secret(secret, host=host, port=port if env.get("DB_PORT") else None,
+                                           database=name, sslrootcert=rootcert))
+            except ConfigurationError:
+                # The secret may have been rotated since it was cached: fetch it afresh once.
+                secret = get_secret(arn, transform="json", force_fetch=True)
+                return connect(from_secret(secret, host=host, port=port if env.get("DB_PORT") else None,
+                                           database=name, sslrootcert=rootcert))
+        return with_secret
+    if env.get("DB_IAM_USER"):
+        user = env["DB_IAM_USER"]
+        if not host:
+            raise ConfigurationError("DB_IAM_USER needs DB_HOST (the instance or RDS Proxy endpoint)")
+
+        def with_iam_token() -> Database:
+            import boto3
+
+            from ingest.store.credentials import for_iam
+
+            token = boto3.client("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+            return connect(for_iam(user, host, port, name, token, rootcert))
+        return with_iam_token
+    raise ConfigurationError("no database configured: set DATABASE_URL, DB_SECRET_ARN, or DB_IAM_USER with DB_HOST")
+
+
+def sources() -> dict[str, Source]:
+    env = os.environ
+    if env.get("SOURCES_FILE"):
+        path = Path(env["SOURCES_FILE"])
+        try:
+            return parse_sources(path.read_text("utf-8"), str(path))
+        except OSError as exc:
+            raise ConfigurationError(f"SOURCES_FILE {path}: {exc.strerror}") from None
+    if env.get("SOURCES_PARAMETER"):
+        from aws_lambda_powertools.utilities.parameters import get_parameter
+
+        name = env["SOURCES_PARAMETER"]
+        return parse_sources(str(get_parameter(name, max_age=_SECRET_MAX_AGE_SECONDS)), f"SSM parameter {name}")
+    packaged = resources.files("ingest").joinpath("data/sources.json")
+    return parse_sources(packaged.read_text("utf-8"), "the packaged sources.json")
+
+
+def http_fetcher() -> Any:
+    from ingest.http import Fetcher, new_client
+
+    return Fetcher(new_client(), max_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024))
+
+
+def s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+def build_worker() -> Any:
+    from ingest.worker import Connections, Worker
+
+    return Worker(Connections(database_connector()), sources(), fetcher=http_fetcher, s3=s3_client,
+                  max_page_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024),
+                  strategy=os.environ.get("WRITE_STRATEGY", "json"))
+
+
+def time_safety_margin_ms() -> int:
+    return _int("TIME_SAFETY_MARGIN_MS", 20_000)

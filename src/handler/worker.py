@@ -1,0 +1,59 @@
+"""SQS -> pages -> PostgreSQL. Reports exactly the failed messages in ``batchItemFailures``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from handler import environment
+from ingest.worker import Message, OutOfTime, Worker
+
+logger = Logger(service="ocds-worker")
+tracer = Tracer(service="ocds-worker")
+metrics = Metrics(namespace="OcdsIngest", service="ocds-worker")
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+_worker: Worker | None = None  # created on first use, reused while the container stays warm
+
+
+def worker() -> Worker:
+    global _worker
+    if _worker is None:
+        _worker = environment.build_worker()
+    return _worker
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord, lambda_context: Any) -> None:
+    if lambda_context.get_remaining_time_in_millis() < environment.time_safety_margin_ms():
+        raise OutOfTime("too little time left in this invocation to start the message; SQS will redeliver it")
+    logger.set_correlation_id(record.message_id)
+    source = record.message_attributes["source"]  # None when absent (Powertools returns a wrapper or None)
+    message = Message(record.message_id, record.body, source.string_value if source else None,
+                      int(record.attributes.approximate_receive_count or 1))
+    outcome = worker().process(message)
+    logger.append_keys(source=outcome.source)
+    if outcome.page is None:
+        metrics.add_metric("MessagesRejected", MetricUnit.Count, 1)
+        logger.warning("message rejected", extra={"reason": outcome.rejected_reason})
+        return
+    page = outcome.page
+    for name, value in (("ReleasesInserted", page.inserted), ("ReleasesUpdated", page.updated),
+                        ("ReleasesUnchanged", page.unchanged), ("ReleasesRejected", page.rejected_total)):
+        metrics.add_metric(name, MetricUnit.Count, value)
+    logger.info("page written", extra={"inserted": page.inserted, "updated": page.updated,
+                                       "unchanged": page.unchanged, "rejected": dict(page.rejected)})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    worker().connections.start_invocation()
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)
+    metrics.add_metric("MessagesFailed", MetricUnit.Count, len(response.get("batchItemFailures", [])))
+    return response

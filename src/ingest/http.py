@@ -1,0 +1,189 @@
+"""HTTP to publishers: every httpx call lives here, and every failure leaves as one of our errors.
+
+- timeouts on connect and read, gzip decoded by httpx, a cap on the decoded size (zip bombs included);
+- an SSRF guard: a URL is fetched only when its host is allowed for its source, and never from loopback,
+  link-local (169.254.169.254), private or reserved addresses, before the request (DNS) and after the connection
+  (the peer's address, which defeats DNS rebinding), on every redirect hop — unless the source explicitly allows
+  its private network;
+- classification: 404/410 and other 4xx are permanent (retrying gives the same answer); 408/429/5xx, timeouts
+  and network errors are transient, with ``Retry-After`` (seconds or HTTP date) carried on the error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from ingest.errors import PermanentError, TransientError
+from ingest.sources import Source
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=10.0)
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
+MAX_REDIRECTS = 5
+
+Resolver = Callable[[str], list[str]]
+
+
+class FetchRefused(PermanentError):
+    """Raised if a URL is not allowed for its source: a host not configured, or a private address."""
+
+
+class HttpFailed(TransientError):
+    """Raised if a fetch failed in a way that may pass: 408/429/5xx, timeouts, network errors."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    body: bytes
+    content_type: str
+
+
+def resolve(host: str) -> list[str]:
+    try:
+        return sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+    except socket.gaierror as exc:
+        raise HttpFailed(f"cannot resolve {host} ({exc})") from None
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved
+                                 or ip.is_multicast or ip.is_unspecified)
+
+
+def check_url(url: str, source: Source, resolver: Resolver = resolve) -> None:
+    """Raise FetchRefused unless ``url`` may be fetched for ``source``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchRefused("url_refused", f"{url[:200]} is not an http(s) URL")
+    host = parts.hostname
+    if not source.allows_host(host):
+        raise FetchRefused("url_refused", f"host {host} is not allowed for source {source.name!r} "
+                           f"(allowed: {', '.join(source.allowed_hosts) or 'none'}); add it to the source's "
+                           "allowed_hosts if it is the publisher's")
+    if source.allow_private_network:
+        return
+    addresses = [host] if _is_ip(host) else resolver(host)
+    blocked = [address for address in addresses if not is_public_address(address)]
+    if blocked:
+        raise FetchRefused("url_refused", f"{host} resolves to a non-public address ({', '.join(blocked)}); "
+                           f"refused for source {source.name!r} (set allow_private_network only for a "
+                           "publisher inside your own network)")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def new_client(user_agent: str = "ocds-ingest", timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
+    """A client for the edge to create and pass in (tests pass one with a MockTransport)."""
+    return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": user_agent},
+                        http2=False)
+
+
+class Fetcher:
+    """GETs publisher pages through a client it is given."""
+
+    def __init__(self, client: httpx.Client, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 resolver: Resolver = resolve) -> None:
+        self.client = client
+        self.max_bytes = max_bytes
+        self.resolver = resolver
+
+    def get(self, url: str, source: Source, headers: dict[str, str] | None = None) -> Fetched:
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(url, source, self.resolver)
+            request_headers = {"User-Agent": source.user_agent, **source.headers, **(headers or {})}
+            try:
+                with self.client.stream("GET", url, headers=request_headers) as response:
+                    self._check_peer(response, url, source)
+                    if response.is_redirect:
+                        location = response.headers.get("location")
+                        if not location:
+                            raise FetchRefused("http_error", f"{url} redirected without a Location header")
+                        url = urljoin(url, location)
+                        continue
+                    self._check_status(response, url)
+                    body = self._read_capped(response, url)
+                    return Fetched(str(response.url), body, response.headers.get("content-type", ""))
+            except httpx.TimeoutException as exc:
+                raise HttpFailed(f"GET {url} timed out ({type(exc).__name__}); retry later") from exc
+            except httpx.HTTPError as exc:
+                raise HttpFailed(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
+        raise FetchRefused("http_error", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _check_peer(self, response: httpx.Response, url: str, source: Source) -> None:
+        # The address actually connected to, so a DNS answer that changed after check_url cannot smuggle a
+        # request to an internal address past the guard.
+        if source.allow_private_network:
+            return
+        stream = response.extensions.get("network_stream")
+        peer = stream.get_extra_info("server_addr") if stream is not None else None
+        if peer and not is_public_address(str(peer[0])):
+            raise FetchRefused("url_refused", f"{url} connected to non-public address {peer[0]}; refused")
+
+    @staticmethod
+    def _check_status(response: httpx.Response, url: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status in RETRYABLE_STATUS:
+            raise HttpFailed(f"GET {url} answered {status}; retry later", status=status,
+                             retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        if status in (404, 410):
+            raise FetchRefused("not_found", f"GET {url} answered {status}: the page does not exist")
+        if status in (401, 403):
+            # Credentials can be fixed by an operator; after a few tries SQS parks the message in the DLQ.
+            raise HttpFailed(f"GET {url} answered {status}: check the source's credentials", status=status)
+        raise FetchRefused("http_error", f"GET {url} answered {status}")
+
+    def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes and \
+                not response.headers.get("content-encoding"):
+            raise FetchRefused("too_large", f"{url} is {declared} bytes, above the {self.max_bytes}-byte cap")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FetchRefused("too_large", f"{url} is larger than the {self.max_bytes}-byte cap "
+                                   "(after decompression)")
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,214 @@
+"""SQS: batched sends within the limits, and a local event-source emulator.
+
+The emulator does locally what Lambda's SQS event source mapping does: receive up to BatchSize messages with
+their attributes, build the Lambda SQS event, invoke the handler, delete the messages it did not report in
+``batchItemFailures``, and make the reported ones visible again. Moving a message to the dead-letter queue after
+maxReceiveCount receives is left to the queue's own redrive policy, as in AWS. (moto's own SQS-to-Lambda trigger
+ignores ``batchItemFailures`` and needs Docker, so it is not used.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.errors import TransientError
+
+MAX_MESSAGE_BYTES = 1024 * 1024  # SQS's limit for one message and for one SendMessageBatch request
+MAX_BATCH_ENTRIES = 10
+_SEND_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send. ``dedup_id`` makes a resend harmless for FIFO queues and names it in errors."""
+
+    body: str
+    source: str | None = None
+    dedup_id: str | None = None
+
+    @property
+    def size(self) -> int:
+        size = len(self.body.encode("utf-8"))
+        if self.source:
+            size += len("source") + len("String") + len(self.source.encode("utf-8"))
+        return size
+
+
+def batches_within_limits(messages: Sequence[Outgoing]) -> list[list[Outgoing]]:
+    """Group messages into SendMessageBatch calls of at most 10 entries and 1 MiB in total (pure)."""
+    groups: list[list[Outgoing]] = []
+    current: list[Outgoing] = []
+    size = 0
+    for message in messages:
+        if message.size > MAX_MESSAGE_BYTES:
+            raise ValueError(f"a message of {message.size} bytes is above the SQS limit of {MAX_MESSAGE_BYTES}; "
+                             "send the page through an S3 claim check")
+        if current and (len(current) == MAX_BATCH_ENTRIES or size + message.size > MAX_MESSAGE_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(message)
+        size += message.size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def send(sqs: Any, queue_url: str, messages: Sequence[Outgoing], *, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Send messages in batches; entries SQS fails are retried with backoff. Returns how many were sent."""
+    sent = 0
+    for group in batches_within_limits(messages):
+        pending = {str(index): message for index, message in enumerate(group)}
+        for attempt in range(_SEND_ATTEMPTS):
+            entries = []
+            for entry_id, message in pending.items():
+                entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
+                if message.source:
+                    entry["MessageAttributes"] = {"source": {"DataType": "String", "StringValue": message.source}}
+                if message.dedup_id and queue_url.endswith(".fifo"):
+                    entry["MessageDeduplicationId"] = message.dedup_id[:128]
+                    entry["MessageGroupId"] = message.source or "pages"
+                entries.append(entry)
+            try:
+                response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+            except Exception as exc:  # botocore's errors: throttling, network
+                failed_ids = set(pending)
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                for success in response.get("Successful", []):
+                    pending.pop(success["Id"], None)
+                    sent += 1
+                failed = response.get("Failed", [])
+                failed_ids = {item["Id"] for item in failed}
+                permanent = [item for item in failed if item.get("SenderFault")]
+                if permanent:
+                    raise ValueError(f"SQS refused messages: {permanent[0].get('Code')}: {permanent[0].get('Message')}")
+                last_error = ", ".join(f"{item.get('Code')}" for item in failed)
+            if not pending:
+                break
+            if attempt + 1 == _SEND_ATTEMPTS:
+                raise TransientError(f"sending to {queue_url}: {len(failed_ids)} messages still failing after "
+                                     f"{_SEND_ATTEMPTS} attempts ({last_error})")
+            sleep(min(2.0, 0.1 * 2 ** attempt))
+    return sent
+
+
+# --- the event-source emulator ----------------------------------------------------------------------------
+
+
+@dataclass
+class LocalContext:
+    """Enough of Lambda's context object for our handlers and Powertools."""
+
+    timeout_seconds: float = 60.0
+    function_name: str = "local"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:local"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
+
+
+@dataclass
+class PollOutcome:
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    handler_errors: int = 0
+
+
+def _lambda_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in attributes.items():
+        item = {"dataType": value["DataType"], "stringListValues": [], "binaryListValues": []}
+        if "StringValue" in value:
+            item["stringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            import base64
+
+            item["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+        out[name] = item
+    return out
+
+
+def lambda_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event Lambda builds from received SQS messages (pure)."""
+    return {"Records": [{
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": _lambda_attributes(message.get("MessageAttributes", {})),
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    } for message in messages]}
+
+
+class EventSourceEmulator:
+    """Polls a queue and invokes a Lambda handler the way the SQS event source mapping does."""
+
+    def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any], Any], Any], *,
+                 batch_size: int = 10, function_timeout_seconds: float = 60.0, wait_seconds: int = 0) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.handler = handler
+        self.batch_size = batch_size
+        self.function_timeout_seconds = function_timeout_seconds
+        self.wait_seconds = wait_seconds
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        self.queue_arn = attributes["QueueArn"]
+        self.region = self.queue_arn.split(":")[3]
+
+    def poll_once(self) -> PollOutcome:
+        received = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=min(self.batch_size, 10), WaitTimeSeconds=self.wait_seconds,
+            AttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+        outcome = PollOutcome(received=len(received))
+        if not received:
+            return outcome
+        event = lambda_event(received, self.queue_arn, self.region)
+        by_id = {message["MessageId"]: message for message in received}
+        try:
+            response = self.handler(event, LocalContext(self.function_timeout_seconds))
+            failed = {item["itemIdentifier"] for item in (response or {}).get("batchItemFailures", [])}
+        except Exception:  # noqa: BLE001 - an invocation error fails the whole batch, as in Lambda
+            outcome.handler_errors = 1
+            failed = set(by_id)
+        done = [message for message_id, message in by_id.items() if message_id not in failed]
+        for start in range(0, len(done), MAX_BATCH_ENTRIES):
+            chunk = done[start:start + MAX_BATCH_ENTRIES]
+            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(chunk)])
+        retry = [by_id[message_id] for message_id in failed if message_id in by_id]
+        for start in range(0, len(retry), MAX_BATCH_ENTRIES):
+            chunk = retry[start:start + MAX_BATCH_ENTRIES]
+            # Visible again at once (Lambda would wait for the visibility timeout; locally that is only delay).
+            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"], "VisibilityTimeout": 0}
+                for index, message in enumerate(chunk)])
+        outcome.succeeded = len(done)
+        outcome.failed = len(retry)
+        return outcome
+
+    def drain(self, *, max_polls: int = 10_000, on_poll: Callable[[PollOutcome], None] | None = None) -> PollOutcome:
+        """Poll until the queue answers empty; returns the totals."""
+        total = PollOutcome()
+        for _ in range(max_polls):
+            outcome = self.poll_once()
+            if on_poll is not None:
+                on_poll(outcome)
+            if not outcome.received:
+                break
+            total.received += outcome.received
+            total.succeeded += outcome.succeeded
+            total.failed += outcome.failed
+            total.handler_errors += outcome.handler_errors
+        return total

@@ -1,0 +1,151 @@
+"""One SQS message -> one page -> rows. The Lambda handler (handler/worker.py) only adapts events to this.
+
+What fails how:
+- a message that cannot be a page (not JSON, unknown version, refused URL, 404/410, a missing claim check) is
+  recorded in ``rejected_messages`` and acknowledged: data trouble, retrying would not help;
+- a release that cannot be a row goes to ``rejected_releases`` (``save_page`` does that) and the page proceeds;
+- anything transient (database, HTTP 429/5xx/timeouts, S3 throttling, the invocation running out of time)
+  raises, so the message is reported in ``batchItemFailures`` and SQS redelivers it; after maxReceiveCount tries
+  it lands in the DLQ, which therefore means infrastructure trouble.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ingest import messages
+from ingest.errors import DatabaseUnavailable, PermanentError, TransientError
+from ingest.pages import PageResult, save_page
+from ingest.sources import Source
+from ingest.store.connection import Database
+from ingest.store.quarantine import reject_message
+from ingest.store.writer import DEFAULT_STRATEGY
+
+DEFAULT_MAX_PAGE_BYTES = 64 * 1024 * 1024
+T = TypeVar("T")
+
+
+class OutOfTime(TransientError):
+    """Raised if too little of the invocation is left to start a message; SQS will redeliver it."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the worker needs of an SQS message, whatever delivered it."""
+
+    message_id: str
+    body: str
+    source_attribute: str | None = None
+    receive_count: int = 1
+
+
+@dataclass
+class MessageOutcome:
+    source: str
+    page: PageResult | None = None
+    rejected_reason: str | None = None
+
+
+class Connections:
+    """A lazily opened connection, reused across warm invocations, replaced at most once per invocation.
+
+    RDS Proxy idle timeouts, failovers and restarts kill connections between invocations; the first use that
+    finds the connection dead reconnects and retries (a page write is atomic and idempotent, so retrying it is
+    safe). If the database is still unreachable, the rest of the invocation fails fast instead of waiting for a
+    connect timeout per message.
+    """
+
+    def __init__(self, connect: Callable[[], Database]) -> None:
+        self._connect = connect
+        self._db: Database | None = None
+        self._replaced = False
+        self._down: DatabaseUnavailable | None = None
+
+    def start_invocation(self) -> None:
+        self._replaced = False
+        self._down = None
+
+    def call(self, work: Callable[[Database], T]) -> T:
+        if self._down is not None:
+            raise DatabaseUnavailable(f"{self._down} (not retried again in this invocation)")
+        try:
+            return work(self._open())
+        except DatabaseUnavailable as lost:
+            self.close()
+            if self._replaced:
+                self._down = lost
+                raise
+            self._replaced = True
+            try:
+                return work(self._open())
+            except DatabaseUnavailable as again:
+                self.close()
+                self._down = again
+                raise
+
+    def _open(self) -> Database:
+        if self._db is None or self._db.broken:
+            if self._db is not None:
+                self._db.close()
+            self._db = self._connect()
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class Worker:
+    """Turns messages into pages and writes them. Clients are made lazily by the factories it is given."""
+
+    def __init__(self, connections: Connections, sources: dict[str, Source], *,
+                 fetcher: Callable[[], Any] | None = None, s3: Callable[[], Any] | None = None,
+                 max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY) -> None:
+        self.connections = connections
+        self.sources = sources
+        self._fetcher_factory = fetcher
+        self._s3_factory = s3
+        self._fetcher: Any = None
+        self._s3: Any = None
+        self.max_page_bytes = max_page_bytes
+        self.strategy = strategy
+
+    def process(self, message: Message) -> MessageOutcome:
+        source = message.source_attribute or messages.UNKNOWN_SOURCE
+        try:
+            request = messages.parse(message.body, message.source_attribute)
+            source = request.source
+            page, context = self._page(request, message)
+        except PermanentError as rejected:
+            reason, detail = rejected.reason, rejected.detail
+            self.connections.call(lambda db: reject_message(
+                db, message_id=message.message_id, source=source, reason=reason, detail=detail, body=message.body))
+            return MessageOutcome(source, rejected_reason=reason)
+        result = self.connections.call(lambda db: save_page(db, page, source, context, self.strategy))
+        return MessageOutcome(source, page=result)
+
+    def _page(self, request: messages.PageRequest, message: Message) -> tuple[Any, str]:
+        if isinstance(request, messages.InlinePage):
+            # The body's digest names the page stably across redeliveries, so its rejections are recorded once.
+            return request.page, f"inline sha256:{hashlib.sha256(message.body.encode()).hexdigest()[:16]}"
+        if isinstance(request, messages.UrlPage):
+            source = self.sources.get(request.source)
+            if source is None:
+                raise PermanentError("unknown_source", f"source {request.source!r} is not configured, so no URL "
+                                     "is allowed for it; add it to the sources configuration")
+            if self._fetcher is None:
+                if self._fetcher_factory is None:
+                    raise PermanentError("url_refused", "this worker was configured without HTTP access")
+                self._fetcher = self._fetcher_factory()
+            return self._fetcher.get(request.url, source).body, request.url
+        from ingest.storage import get_page
+
+        if self._s3 is None:
+            if self._s3_factory is None:
+                raise PermanentError("invalid_s3", "this worker was configured without S3 access")
+            self._s3 = self._s3_factory()
+        return get_page(self._s3, request.bucket, request.key, self.max_page_bytes), messages.describe(request)
