@@ -157,6 +157,25 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
+def _legacy_byte(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler for streams: a byte the chosen encoding cannot read is taken as windows-1252, or
+    ISO-8859-1 for the five bytes windows-1252 leaves undefined (only bytes beyond the sniffed head get here)."""
+    assert isinstance(error, UnicodeDecodeError)
+    bad = error.object[error.start:error.end]
+    return "".join(bytes([byte]).decode("windows-1252", "ignore") or chr(byte) for byte in bad), error.end
+
+
+codecs.register_error("ocds-legacy", _legacy_byte)
+
+
+def _legacy_encoding(data: bytes) -> str:
+    try:
+        data.decode("windows-1252")
+    except UnicodeDecodeError:
+        return "iso-8859-1"
+    return "windows-1252"
+
+
 def decode(data: bytes) -> tuple[str, str]:
     """Decode a whole document; return (text, encoding name).
 
@@ -171,27 +190,48 @@ def decode(data: bytes) -> tuple[str, str]:
     try:
         return body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
-        pass
-    try:
-        return body.decode("windows-1252"), "windows-1252"
-    except UnicodeDecodeError:
-        return body.decode("iso-8859-1"), "iso-8859-1"
+        encoding = _legacy_encoding(body)
+        return body.decode(encoding), encoding
+
+
+class _Prefixed(io.RawIOBase):
+    """A binary stream that first gives back the bytes already read from it (the sniffed head)."""
+
+    def __init__(self, head: bytes, rest: io.BufferedIOBase) -> None:
+        self.head = memoryview(head)
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head.nbytes:
+            size = min(len(buffer), self.head.nbytes)
+            buffer[:size] = self.head[:size]
+            self.head = self.head[size:]
+            return size
+        data = self.rest.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def open_text(binary: io.BufferedIOBase) -> tuple[TextIO, str]:
-    """Wrap a binary stream for streaming: the encoding is sniffed from the first megabyte."""
-    head = binary.peek(_CHUNK_CHARS) if hasattr(binary, "peek") else b""
+    """Wrap a binary stream for streaming; the encoding is decided on its first megabyte, as ``decode`` would.
+
+    A byte further on that the chosen encoding cannot read is taken as windows-1252 (ISO-8859-1 for the bytes
+    windows-1252 leaves undefined) rather than failing the whole file half-way.
+    """
+    head = binary.read(_CHUNK_CHARS) or b""
     encoding, bom = detect_encoding(head[:4])
     if encoding == "utf-8":
         try:
             head[bom:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            # A multi-byte character cut at the end of the sniffed head is still UTF-8.
+            # A multi-byte character cut at the end of the head is still UTF-8.
             if exc.start < len(head) - bom - 4:
-                encoding = "windows-1252"
-    if bom:
-        binary.read(bom)
-    return io.TextIOWrapper(binary, encoding=encoding, errors="strict", newline=""), encoding
+                encoding = _legacy_encoding(head[bom:])
+    stream = io.BufferedReader(_Prefixed(head[bom:], binary))
+    return io.TextIOWrapper(stream, encoding=encoding, errors="ocds-legacy", newline=""), encoding
 
 
 # --- classifying parsed values ----------------------------------------------------------------------------
@@ -328,10 +368,12 @@ class _Walker:
     def __init__(self, text: str, stream: TextIO | None, stats: DocumentStats) -> None:
         self.buf = text
         self.pos = 0
-        self.base = 0  # absolute offset of buf[0], for messages
+        # Positions kept across a refill are absolute (``base`` + index into ``buf``), because a refill may drop
+        # the consumed front of the window and shift every index into ``buf``.
+        self.base = 0
         self.stream = stream
         self.eof = stream is None
-        self.retain_from: int | None = None
+        self.retain_from: int | None = None  # absolute; the window keeps everything from here
         self.emit = _Emitter(stats)
         self.stats = stats
 
@@ -344,16 +386,22 @@ class _Walker:
         if not chunk:
             self.eof = True
             return False
-        keep = self.pos if self.retain_from is None else min(self.pos, self.retain_from)
+        keep = self.pos if self.retain_from is None else min(self.pos, self.retain_from - self.base)
         if keep > _CHUNK_CHARS:
             # Drop what has been consumed so memory stays bounded by the largest item.
             self.buf = self.buf[keep:]
             self.base += keep
             self.pos -= keep
-            if self.retain_from is not None:
-                self.retain_from -= keep
         self.buf += chunk
         return True
+
+    def at(self) -> int:
+        """The absolute position of ``pos``."""
+        return self.base + self.pos
+
+    def text(self, start: int, end: int | None = None) -> str:
+        """The text between two absolute positions (``end`` defaults to ``pos``)."""
+        return self.buf[start - self.base:(self.at() if end is None else end) - self.base]
 
     def _skip_ws(self) -> None:
         while True:
@@ -374,30 +422,31 @@ class _Walker:
         return char
 
     def _find_end(self, start: int) -> int:
-        """End of the value at ``start``, found leniently (brackets and strings only), refilling as needed."""
+        """Absolute end of the value at absolute ``start``, found leniently (brackets and strings only),
+        refilling the window as needed."""
         while True:
-            end = _scan_value_end(self.buf, start)
+            end = _scan_value_end(self.buf, start - self.base)
             if end is not None and (end < len(self.buf) or self.eof):
-                return end
+                return end + self.base
             if not self._more():
-                raise _Broken(f"the value at character {self.base + start} is not closed before the end")
+                raise _Broken(f"the value at character {start} is not closed before the end")
 
     def _item(self) -> tuple[Any, str | None]:
         """Parse the value at pos as one item; return (value, its raw text when it was cut out)."""
         self._skip_ws()
-        start = self.pos
+        start = self.at()
         if self.eof:
             try:
-                value, self.pos = _DECODER.raw_decode(self.buf, start)
+                value, self.pos = _DECODER.raw_decode(self.buf, self.pos)
                 return value, None
             except (ValueError, RecursionError):
                 pass  # delimit it leniently below, then say exactly what is wrong with it
         end = self._find_end(start)
         if end == start:
-            found = repr(self.buf[start]) if start < len(self.buf) else "end of document"
-            raise _Broken(f"expected a value at character {self.base + start}, found {found}")
-        raw = self.buf[start:end]
-        self.pos = end
+            found = repr(self.buf[self.pos]) if self.pos < len(self.buf) else "end of document"
+            raise _Broken(f"expected a value at character {start}, found {found}")
+        raw = self.text(start, end)
+        self.pos = end - self.base
         try:
             return _parse_item(raw), raw
         except (ValueError, RecursionError) as exc:
@@ -405,15 +454,15 @@ class _Walker:
 
     def _key(self) -> str:
         self._skip_ws()
-        start = self.pos
+        start = self.at()
         end = self._find_end(start)
         try:
-            key = json.loads(self.buf[start:end])
+            key = json.loads(self.text(start, end))
         except ValueError:
             key = None
         if not isinstance(key, str):
-            raise _Broken(f"expected an object key at character {self.base + start}")
-        self.pos = end
+            raise _Broken(f"expected an object key at character {start}")
+        self.pos = end - self.base
         self._expect(":")
         return key
 
@@ -460,11 +509,11 @@ class _Walker:
         elif char == "[":
             yield from self._array(position)
         else:
-            start = self.pos
+            start = self.at()
             try:
                 value, _ = self._item()
             except _ItemError as error:
-                yield Unreadable(error.reason, error.detail, self.buf[start:self.pos], position or "/")
+                yield Unreadable(error.reason, error.detail, self.text(start), position or "/")
                 return
             yield from self.emit.value(value, position)
 
@@ -477,16 +526,16 @@ class _Walker:
         while True:
             element_position = f"{position}/{index}"
             self._skip_ws()
-            start = self.pos
+            start = self.at()
             try:
                 value, raw = self._item()
             except _ItemError as error:
-                if self.buf[start:start + 1] == "{":
+                if self.text(start, start + 1) == "{":
                     # A package or release with one bad part: walk it to isolate the part.
-                    self.pos = start
+                    self.pos = start - self.base
                     yield from self._object(element_position, NO_PACKAGE)
                 else:
-                    yield Unreadable(error.reason, error.detail, self.buf[start:self.pos], element_position)
+                    yield Unreadable(error.reason, error.detail, self.text(start), element_position)
             else:
                 yield from self.emit.element(value, element_position, NO_PACKAGE)
             index += 1
@@ -495,7 +544,7 @@ class _Walker:
 
     def _object(self, position: str, package: Package) -> Iterator[Item]:
         """Walk an object member by member; stream its releases/records arrays item by item."""
-        start = self.pos
+        start = self.at()
         state = _ObjectState(outer_retain=self.retain_from)
         if self.retain_from is None:
             self.retain_from = start  # until it proves to be a package, the object's text may be needed whole
@@ -524,7 +573,7 @@ class _Walker:
                 yield item
             return
         if state.failure is not None:
-            yield Unreadable(state.failure.reason, state.failure.detail, self.buf[start:self.pos], position or "/")
+            yield Unreadable(state.failure.reason, state.failure.detail, self.text(start), position or "/")
             return
         yield from self.emit.element(meta, position, package)
 
@@ -546,14 +595,14 @@ class _Walker:
                     else:
                         yield item
             else:
-                member_start = self.pos
+                member_start = self.at()
                 try:
                     state.meta[key], _ = self._item()
                 except _ItemError as error:
                     state.failure = state.failure or error
                     if state.streamed:
                         yield Unreadable(error.reason, f"member '{key}': {error.detail}",
-                                         self.buf[member_start:self.pos], f"{position}/{key}")
+                                         self.text(member_start), f"{position}/{key}")
             if self._expect(",}") == "}":
                 return
 
@@ -566,11 +615,11 @@ class _Walker:
         while True:
             element_position = f"{position}/{index}"
             self._skip_ws()
-            start = self.pos
+            start = self.at()
             try:
                 value, raw = self._item()
             except _ItemError as error:
-                yield Unreadable(error.reason, error.detail, self.buf[start:self.pos], element_position)
+                yield Unreadable(error.reason, error.detail, self.text(start), element_position)
             else:
                 if key == "releases":
                     yield from self.emit.release(value, element_position, package, raw)

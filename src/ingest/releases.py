@@ -86,6 +86,26 @@ class Rejection:
     ocid: str | None = None
     release_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # Whatever the publisher sent must fit a text column: no NUL, no lone surrogate.
+        self.raw_text = storable_text(self.raw_text)
+        self.detail = storable_text(self.detail)
+        self.position = storable_text(self.position)
+        # Key columns lose NULs, as rows' keys do; raw text and details keep them visible as an escape.
+        self.ocid = storable_text(self.ocid.replace("\x00", "")) if self.ocid is not None else None
+        self.release_id = storable_text(self.release_id.replace("\x00", "")) if self.release_id is not None else None
+
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can hold: NUL written as the escape ``\\u0000``, lone surrogates as ``\\udXXX``."""
+    if "\x00" in text:
+        text = text.replace("\x00", _NUL_ESCAPE)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
 
 _EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -129,7 +149,10 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
                           tzinfo=tz)
     except ValueError as exc:
         raise ValueError(f"date {text[:60]!r} is not a real date-time: {exc}") from None
-    moment = (moment + timedelta(microseconds=micros)).astimezone(UTC)
+    try:
+        moment = (moment + timedelta(microseconds=micros)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"date {text[:60]!r} is outside the years 1 to 9999 in UTC") from None
     return moment, flags
 
 
@@ -212,7 +235,11 @@ def _hash(encoded: bytes, package: Package, source: str) -> bytes:
     # order pages arrive in.
     digest = hashlib.sha256(encoded)
     for part in (package.uri, package.publisher_name, package.version, source):
-        digest.update(b"\x1f" + (part or "").encode("utf-8", "surrogatepass"))
+        if part is None:
+            digest.update(b"\x00")  # absent differs from empty
+        else:
+            field_bytes = part.encode("utf-8", "surrogatepass")
+            digest.update(b"\x01" + len(field_bytes).to_bytes(8, "big") + field_bytes)  # length-framed
     return digest.digest()
 
 
@@ -289,7 +316,10 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection:
 
 
 def compiled_to_row(compiled: Compiled, source: str) -> CompiledRow | Rejection:
-    """A record's compiledRelease -> a row; it needs an ocid (from the record or the release itself)."""
+    """A record's compiledRelease -> a row; it needs an ocid (from the record or the release itself).
+
+    Its date is optional here (a compiled release is keyed by ocid alone); an unparseable one is stored as NULL.
+    """
     found = Found(compiled.value, compiled.package, compiled.position)
     if not compiled.ocid:
         return Rejection("missing_ocid", "the record and its compiledRelease have no ocid",
@@ -297,9 +327,9 @@ def compiled_to_row(compiled: Compiled, source: str) -> CompiledRow | Rejection:
     date_text = compiled.value.get("date")
     try:
         release_date = parse_date(date_text)[0] if isinstance(date_text, str) else None
-        data_text, encoded, _ = _serialise(compiled.value)
     except ValueError:
         release_date = None
+    try:
         data_text, encoded, _ = _serialise(compiled.value)
     except _Reject as reject:
         return Rejection(reject.reason, reject.detail, raw_text_of(found), compiled.position, ocid=compiled.ocid)
@@ -308,7 +338,7 @@ def compiled_to_row(compiled: Compiled, source: str) -> CompiledRow | Rejection:
 
 
 def unreadable_to_rejection(item: Unreadable) -> Rejection:
-    return Rejection(item.reason, item.detail, item.raw.replace("\x00", _NUL_ESCAPE), item.position)
+    return Rejection(item.reason, item.detail, item.raw, item.position)
 
 
 def newest_per_key(rows: list[ReleaseRow]) -> tuple[list[ReleaseRow], int]:

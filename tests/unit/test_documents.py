@@ -427,9 +427,6 @@ def test_streaming_yields_the_same_items_as_in_memory_for_every_sample() -> None
     assert mismatches == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _Walker._more drops consumed text from the window without adjusting "
-                   "the `start` offsets held by _item/_find_end/_array/_members/_object, so after a refill the walk "
-                   "re-scans from the wrong place and reports good releases as invalid_json")
 def test_streaming_with_window_refills_yields_the_same_items_as_in_memory_for_every_sample(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN a window of 1024 characters, so most samples need refills
@@ -439,8 +436,6 @@ def test_streaming_with_window_refills_yields_the_same_items_as_in_memory_for_ev
     assert mismatches == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: window refill in _Walker._more shifts the buffer under the local "
-                   "`start` offsets (see the sample test above); minimal reproducer")
 def test_streaming_a_package_larger_than_the_window_yields_every_release(monkeypatch: pytest.MonkeyPatch) -> None:
     # GIVEN a package of 20 releases of ~300 characters and a window of 256 characters
     monkeypatch.setattr(documents, "_CHUNK_CHARS", 256)
@@ -452,10 +447,6 @@ def test_streaming_a_package_larger_than_the_window_yields_every_release(monkeyp
     assert summary(items) == [("Found", f"/releases/{index}", release) for index, release in enumerate(releases)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: open_text sniffs only what BufferedReader.peek returns (one buffer, "
-                   "8 KiB here, 4 KiB for open()), not the first megabyte; a legacy-encoded byte after that raises "
-                   "UnicodeDecodeError from the strict TextIOWrapper mid-stream, where read_bytes decodes "
-                   "windows-1252")
 def test_streaming_decodes_windows_1252_bytes_beyond_the_first_buffer_like_in_memory() -> None:
     # GIVEN a windows-1252 package whose first non-ASCII byte is 10,000 bytes in
     second = json.dumps({**R2, "title": "café “quoted”"}, ensure_ascii=False)
@@ -467,9 +458,6 @@ def test_streaming_decodes_windows_1252_bytes_beyond_the_first_buffer_like_in_me
     assert summary(list(read_bytes(data).items()))[1][2]["title"] == "café “quoted”"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: open_text never falls back to ISO-8859-1; bytes undefined in "
-                   "windows-1252 (0x81, 0x8D, 0x8F, 0x90, 0x9D) raise UnicodeDecodeError mid-stream, where "
-                   "decode() falls back to iso-8859-1")
 def test_streaming_falls_back_to_iso_8859_1_like_in_memory() -> None:
     data = b'{"ocid":"ocds-a","id":"1","title":"\x81"}'
     assert summary(list(stream_document(data).items())) == [
@@ -522,9 +510,6 @@ def test_generated_package_is_about_40_mb() -> None:
     assert 39_500_000 < size < 40_500_000
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: streaming breaks at the first window refill (_Walker._more shifts the "
-                   "buffer under the local `start` offsets): after ~520 releases the rest is one invalid_json "
-                   "Unreadable, and _rest() then reads all remaining ~38 MB into memory")
 def test_streaming_a_40_mb_package_keeps_memory_bounded_and_yields_every_release_in_order() -> None:
     # GIVEN a ~40 MB package of 10,000 releases of ~4 KB, generated lazily
     document = read_stream(io.BufferedReader(GeneratedPackage(BIG_RELEASES)))
