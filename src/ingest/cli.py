@@ -154,6 +154,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Run the worker handler over a queue, the way Lambda's event source mapping would."""
+    import boto3
+
+    import handler.worker
+    from ingest.queue import EventSourceEmulator
+
+    os.environ.setdefault("DATABASE_URL", database_url())
+    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OcdsIngest")
+    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=args.region)
+    emulator = EventSourceEmulator(sqs, args.queue_url, handler.worker.lambda_handler, batch_size=args.batch_size,
+                                   function_timeout_seconds=args.timeout)
+    total = emulator.drain()
+    print(f"messages received {total.received}, succeeded {total.succeeded}, reported failed {total.failed}, "
+          f"invocation errors {total.handler_errors}")
+    return 0 if not total.handler_errors else 1
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ocds-ingest", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -171,6 +189,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     demo.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
     demo.set_defaults(run=cmd_demo)
+    drain = commands.add_parser("drain", help="feed a queue's messages to the worker handler until it is empty")
+    drain.add_argument("--queue-url", required=True)
+    drain.add_argument("--endpoint-url", help="an SQS emulator such as moto_server (default: AWS)")
+    drain.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "eu-west-1"))
+    drain.add_argument("--batch-size", type=int, default=10)
+    drain.add_argument("--timeout", type=float, default=60.0, help="the simulated function timeout, seconds")
+    drain.set_defaults(run=cmd_drain)
     return top
 
 

@@ -201,3 +201,28 @@ def test_through_the_emulator_a_message_that_always_fails_ends_in_the_dlq(
     in_dlq = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)["Messages"]
     assert [message["Body"] for message in in_dlq] == [poison]
     assert counts(db) == (12, 0, 0)
+
+
+def test_the_drain_command_feeds_a_moto_server_queue_to_the_worker(
+        db: Database, lambda_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from ingest.cli import main
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="eu-west-1")
+        queue_url = sqs.create_queue(QueueName="drain-test")["QueueUrl"]
+        event = load_event("sqs_mixed_batch.json")
+        send(sqs, queue_url, [Outgoing(record["body"], "paraguay") for record in event["Records"]])
+        assert main(["drain", "--queue-url", queue_url, "--endpoint-url", endpoint, "--batch-size", "3"]) == 0
+        assert "messages received 4, succeeded 4, reported failed 0" in capsys.readouterr().out
+        assert counts(db) == (1, 1, 2)
+        assert "Messages" not in sqs.receive_message(QueueUrl=queue_url)
+    finally:
+        server.stop()
