@@ -60,7 +60,8 @@ def migrated(database_url: str) -> str:
 def db(migrated: str) -> Iterator[Database]:
     """A connection to an empty, migrated database."""
     database = connect_url(migrated)
-    database.run("TRUNCATE releases, rejected_releases, compiled_releases, rejected_messages", "emptying the tables")
+    database.run("TRUNCATE releases, rejected_releases, compiled_releases, rejected_messages, harvest_state, "
+                 "harvest_runs", "emptying the tables")
     try:
         yield database
     finally:

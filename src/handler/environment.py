@@ -121,3 +121,22 @@ def build_worker() -> Any:
 
 def time_safety_margin_ms() -> int:
     return _int("TIME_SAFETY_MARGIN_MS", 20_000)
+
+
+def polite_fetcher() -> Any:
+    """The harvester's fetcher: retries with backoff and Retry-After inside the transport."""
+    from ingest.http import Fetcher, new_polite_client
+
+    return Fetcher(new_polite_client(), max_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024))
+
+
+def page_sender() -> Any:
+    import boto3
+
+    from ingest.harvest import PageSender
+
+    queue_url = os.environ.get("PAGES_QUEUE_URL")
+    if not queue_url:
+        raise ConfigurationError("PAGES_QUEUE_URL is not set: the harvester needs the pages queue's URL")
+    bucket = os.environ.get("PAGES_BUCKET")
+    return PageSender(boto3.client("sqs"), queue_url, s3=boto3.client("s3") if bucket else None, bucket=bucket)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -117,6 +118,44 @@ def new_client(user_agent: str = "ocds-ingest", timeout: httpx.Timeout = DEFAULT
                         http2=False)
 
 
+class PoliteRetry:
+    """Retry policy for harvesting, on httpx-retries' transport: exponential backoff with jitter on 408/429/5xx
+    and network errors, ``Retry-After`` honoured (seconds or HTTP date), and a default pause when a 429 comes
+    without it (Find a Tender does that)."""
+
+    @staticmethod
+    def transport(*, attempts: int = 5, backoff_factor: float = 1.0, max_wait: float = 120.0,
+                  default_429_wait: float = 30.0, sleep: Callable[[float], None] | None = None) -> httpx.BaseTransport:
+        import time
+
+        from httpx_retries import Retry, RetryTransport
+
+        pause = sleep or time.sleep
+
+        class _Retry(Retry):
+            def sleep(self, response: httpx.Response | Exception) -> None:
+                if isinstance(response, httpx.Response) and response.status_code == 429 and \
+                        not response.headers.get("Retry-After"):
+                    pause(default_429_wait)
+                    self.elapsed_sleep += default_429_wait
+                    return
+                seconds = self._calculate_sleep(response.headers if isinstance(response, httpx.Response) else {})
+                pause(seconds)
+                self.elapsed_sleep += seconds
+
+        retry = _Retry(total=attempts, backoff_factor=backoff_factor, max_backoff_wait=max_wait,
+                       status_forcelist=sorted(RETRYABLE_STATUS), allowed_methods=["GET"],
+                       retry_on_exceptions=[httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError])
+        return RetryTransport(retry=retry)
+
+
+def new_polite_client(user_agent: str = "ocds-ingest", timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                      **retry: Any) -> httpx.Client:
+    """A client for harvesting: retries with backoff inside the transport (see ``PoliteRetry``)."""
+    return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": user_agent},
+                        transport=PoliteRetry.transport(**retry))
+
+
 class Fetcher:
     """GETs publisher pages through a client it is given."""
 
@@ -125,6 +164,9 @@ class Fetcher:
         self.client = client
         self.max_bytes = max_bytes
         self.resolver = resolver
+
+    def close(self) -> None:
+        self.client.close()
 
     def get(self, url: str, source: Source, headers: dict[str, str] | None = None) -> Fetched:
         for _ in range(MAX_REDIRECTS + 1):

@@ -114,6 +114,13 @@ class Worker:
         self.max_page_bytes = max_page_bytes
         self.strategy = strategy
 
+    def close(self) -> None:
+        """Release the connection and the HTTP client (a container being recycled; tests)."""
+        self.connections.close()
+        if self._fetcher is not None:
+            self._fetcher.close()
+            self._fetcher = None
+
     def process(self, message: Message) -> MessageOutcome:
         source = message.source_attribute or messages.UNKNOWN_SOURCE
         try:

@@ -47,7 +47,7 @@ def lambda_env(migrated: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setattr(handler.worker, "_worker", None)
     yield
     if handler.worker._worker is not None:
-        handler.worker._worker.connections.close()
+        handler.worker._worker.close()
     handler.worker._worker = None
 
 
