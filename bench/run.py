@@ -7,6 +7,7 @@ default durability (fsync on, synchronous commit), generates synthetic OCDS rele
 * ``seed per-row``: one INSERT ... ON CONFLICT DO UPDATE and one COMMIT per release (what the seed did);
 * ``seed VALUES x100``: multi-row INSERT ... VALUES with 100 rows per statement, one transaction per page;
 * ``engine (save_page)``: the library's entry point, one page per call, into the real ``releases`` table;
+* ``engine [unnest]``, ``engine [copy]``: the engine with its other write strategies (``--strategies``);
 * ``engine, replay``: the same pages again (every release unchanged);
 * ``raw COPY``: COPY of the same columns into an UNLOGGED table without any index (the physical limit).
 
@@ -37,10 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from ingest.pages import PageResult, save_page
+from ingest.store import writer
 from ingest.store.connection import Database, connect_url
 from ingest.store.local_server import LocalServer, start
 from ingest.store.migrate import migrate
-from ingest.store.writer import UPSERT_SQL
 from ingest.tcp_proxy import LatencyProxy
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +51,9 @@ ONE_MS = 0.001
 TARGET_VS_COPY = 0.60
 TARGET_ROUND_TRIPS = 4
 TARGET_LATENCY = 0.85
+# The engine's write strategies (``save_page(..., strategy=)``); the default one is "engine (save_page)".
+DEFAULT_STRATEGY: str = getattr(writer, "DEFAULT_STRATEGY", "json")
+STRATEGIES: tuple[str, ...] = tuple(getattr(writer, "STRATEGIES", (DEFAULT_STRATEGY,)))
 
 # --- synthetic OCDS releases --------------------------------------------------------------------------------
 
@@ -530,17 +534,29 @@ def seed_values_x100(db: Database, pages: list[list[dict[str, Any]]]) -> dict[st
     return {}
 
 
-def engine_prepare(db: Database) -> None:
+def _save(db: Database, page: list[dict[str, Any]], strategy: str) -> PageResult:
+    if strategy == DEFAULT_STRATEGY:
+        return save_page(db, page, SOURCE)
+    return save_page(db, page, SOURCE, strategy=strategy)  # type: ignore[call-arg, unused-ignore]
+
+
+def engine_prepare(db: Database, strategy: str = DEFAULT_STRATEGY) -> None:
     """An empty page: prepares the page statement (once per connection, like a warm worker), writes nothing."""
-    save_page(db, [], SOURCE)
+    _save(db, [], strategy)
 
 
-def engine(db: Database, pages: list[list[dict[str, Any]]]) -> dict[str, int]:
+def engine(db: Database, pages: list[list[dict[str, Any]]], strategy: str = DEFAULT_STRATEGY) -> dict[str, int]:
     total = PageResult()
     for page in pages:
-        total += save_page(db, page, SOURCE)
+        total += _save(db, page, strategy)
     return {"inserted": total.inserted, "updated": total.updated, "unchanged": total.unchanged,
             "rejected": total.rejected_total, "round_trips": total.round_trips, "pages": total.pages}
+
+
+def engine_with(strategy: str) -> tuple[Callable[[Database, list[list[dict[str, Any]]]], dict[str, int]],
+                                        Callable[[Database], None]]:
+    """The body and the warm-up of the engine with a non-default write strategy."""
+    return (lambda db, pages: engine(db, pages, strategy)), (lambda db: engine_prepare(db, strategy))
 
 
 _COPY_SQL = f"COPY raw_releases ({', '.join(RAW_COLUMNS)}) FROM STDIN"
@@ -623,7 +639,8 @@ def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
               f"{_fmt_opt(run.self_per_page):>12} {versus:>8}")
     print("\nwhere the time goes (seconds; client = main thread CPU, proxy = proxy threads, backend = "
           "the connection's postgres process,\nother = the rest of the server: WAL writer, checkpointer, "
-          "autovacuum; waiting = wall - client - backend)")
+          "autovacuum; waiting = wall - client - backend;\nWAL = bytes of WAL written by the whole server "
+          "during the run, autovacuum included)")
     header = (f"{'strategy':<30} {'RTT':>4} {'wall':>7} {'client':>7} {'proxy':>6} {'backend':>7} "
               f"{'other':>6} {'waiting':>7} {'WAL MB':>7} {'WAL/data':>8}")
     print(header)
@@ -693,7 +710,9 @@ def explain_page(bench: Bench, database: str, releases: list[dict[str, Any]], la
         started = time.perf_counter()
         connection.run("SELECT jsonb_typeof(CAST(:page AS jsonb))", page=parameter)
         parse_only = time.perf_counter() - started
-        rows = connection.run("EXPLAIN (ANALYZE, BUFFERS) " + UPSERT_SQL, page=parameter)
+        sql = writer.UPSERT_SQL
+        sql = sql[DEFAULT_STRATEGY] if isinstance(sql, dict) else sql
+        rows = connection.run("EXPLAIN (ANALYZE, BUFFERS) " + sql, page=parameter)
         lines = [row[0] for row in rows]
     finally:
         connection.run("ROLLBACK")
@@ -740,6 +759,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-row-1ms", type=int, help="releases for the per-row seed at 1 ms (default 500)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each strategy but the per-row seed; the fastest is reported (default 2)")
+    parser.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s != DEFAULT_STRATEGY),
+                        help="the engine's other write strategies to run as well, comma-separated "
+                             f"(default: %(default)s; the default one, {DEFAULT_STRATEGY}, always runs)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed of the synthetic releases")
     parser.add_argument("--pg-bin", type=Path, help="PostgreSQL bin directory (default: the wheel's)")
     parser.add_argument("--explain", action="store_true",
@@ -751,6 +773,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.releases_20k = args.releases_20k if args.releases_20k is not None else 5_000 // divide
     args.per_row = args.per_row if args.per_row is not None else 2_000 // divide
     args.per_row_1ms = args.per_row_1ms if args.per_row_1ms is not None else 500 // divide
+    args.strategies = [name for name in args.strategies.split(",") if name and name != DEFAULT_STRATEGY]
+    unknown = set(args.strategies) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"unknown write strategies {', '.join(sorted(unknown))}; the engine has {', '.join(STRATEGIES)}")
     return args
 
 
@@ -802,6 +828,12 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
                                  body=engine, prepare=engine_prepare))
         if engine_run.counts.get("inserted") != len(releases):
             raise SystemExit(f"engine inserted {engine_run.counts}, expected {len(releases)}")
+        for strategy in args.strategies:
+            body, prepare = engine_with(strategy)
+            other = record(best(strategy=f"engine [{strategy}]", table="releases", delay=delay, pages=pages,
+                                body=body, prepare=prepare))
+            if other.counts.get("inserted") != len(releases):
+                raise SystemExit(f"engine [{strategy}] inserted {other.counts}, expected {len(releases)}")
         if delay == 0:
             # Right after an engine run: the table holds every release already.
             replay = record(best(strategy="engine, replay (unchanged)", table="releases", delay=delay,
@@ -864,8 +896,8 @@ def main(argv: list[str] | None = None) -> int:
         version = bench.admin.run("SELECT version()", "bench")[0][0]
         settings = {name: bench.admin.run(f"SHOW {name}", "bench")[0][0]
                     for name in ("fsync", "synchronous_commit", "full_page_writes", "wal_level",
-                                 "shared_buffers", "work_mem", "max_wal_size", "checkpoint_timeout", "wal_compression",
-                                 "default_toast_compression")}
+                                 "shared_buffers", "work_mem", "max_wal_size", "checkpoint_timeout",
+                                 "wal_compression", "data_checksums", "default_toast_compression")}
         progress(f"PostgreSQL {server.version()}: {version}")
         progress("settings: " + ", ".join(f"{name}={value}" for name, value in settings.items()))
         round_trips = {"direct": bench.round_trip(None), "proxy 0 ms": bench.round_trip(0.0),

@@ -68,8 +68,12 @@ def is_public_address(address: str) -> bool:
                                  or ip.is_multicast or ip.is_unspecified)
 
 
-def check_url(url: str, source: Source, resolver: Resolver = resolve) -> None:
-    """Raise FetchRefused unless ``url`` may be fetched for ``source``."""
+def check_url(url: str, source: Source, resolver: Resolver = resolve) -> str | None:
+    """Raise FetchRefused unless ``url`` may be fetched for ``source``; return the checked public address to
+    connect to (None when the source allows its private network, where no address is pinned)."""
+    if not url.isprintable() or any(char.isspace() for char in url):
+        # urlsplit() silently drops tabs and newlines that httpx then refuses: refuse them here, once.
+        raise FetchRefused("url_refused", f"{url[:200]!r} contains whitespace or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchRefused("url_refused", f"{url[:200]} is not an http(s) URL")
@@ -79,13 +83,22 @@ def check_url(url: str, source: Source, resolver: Resolver = resolve) -> None:
                            f"(allowed: {', '.join(source.allowed_hosts) or 'none'}); add it to the source's "
                            "allowed_hosts if it is the publisher's")
     if source.allow_private_network:
-        return
+        return None
     addresses = [host] if _is_ip(host) else resolver(host)
     blocked = [address for address in addresses if not is_public_address(address)]
-    if blocked:
+    if blocked or not addresses:
         raise FetchRefused("url_refused", f"{host} resolves to a non-public address ({', '.join(blocked)}); "
                            f"refused for source {source.name!r} (set allow_private_network only for a "
                            "publisher inside your own network)")
+    return addresses[0]
+
+
+def pinned(url: str, address: str) -> str:
+    """``url`` with its host replaced by the address it was checked against (the Host header keeps the name)."""
+    parts = urlsplit(url)
+    host = f"[{address}]" if ":" in address else address
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _is_ip(host: str) -> bool:
@@ -101,7 +114,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -170,10 +183,18 @@ class Fetcher:
 
     def get(self, url: str, source: Source, headers: dict[str, str] | None = None) -> Fetched:
         for _ in range(MAX_REDIRECTS + 1):
-            check_url(url, source, self.resolver)
+            address = check_url(url, source, self.resolver)
             request_headers = {"User-Agent": source.user_agent, **source.headers, **(headers or {})}
+            target, extensions = url, {}
+            if address is not None and not _is_ip(urlsplit(url).hostname or ""):
+                # Connect to the very address that was checked, so a DNS answer that changes between the check
+                # and the connection (rebinding) cannot reach an internal service. TLS still verifies the name.
+                host = urlsplit(url).hostname or ""
+                target = pinned(url, address)
+                request_headers["Host"] = urlsplit(url).netloc.rsplit("@", 1)[-1]
+                extensions = {"sni_hostname": host}
             try:
-                with self.client.stream("GET", url, headers=request_headers) as response:
+                with self.client.stream("GET", target, headers=request_headers, extensions=extensions) as response:
                     self._check_peer(response, url, source)
                     if response.is_redirect:
                         location = response.headers.get("location")
@@ -183,7 +204,9 @@ class Fetcher:
                         continue
                     self._check_status(response, url)
                     body = self._read_capped(response, url)
-                    return Fetched(str(response.url), body, response.headers.get("content-type", ""))
+                    return Fetched(url, body, response.headers.get("content-type", ""))
+            except httpx.InvalidURL as exc:
+                raise FetchRefused("url_refused", f"{url[:200]} is not a URL httpx can fetch ({exc})") from exc
             except httpx.TimeoutException as exc:
                 raise HttpFailed(f"GET {url} timed out ({type(exc).__name__}); retry later") from exc
             except httpx.HTTPError as exc:

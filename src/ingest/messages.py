@@ -73,7 +73,7 @@ def parse(body: str, source_attribute: str | None = None) -> PageRequest:
 
 def _envelope(message: dict[str, Any]) -> PageRequest:
     version = message.get("version")
-    if version != VERSION:
+    if isinstance(version, bool) or version != VERSION:  # True == 1 in Python; it is not version 1
         raise MessageRejected("unknown_version", f"message version {json.dumps(version)} is not supported "
                               f"(this worker reads version {VERSION})")
     source = message.get("source")

@@ -19,7 +19,7 @@ def sources_to_harvest(event: Any, sources: dict[str, Source]) -> tuple[list[Sou
     if not isinstance(event, dict):
         raise ConfigurationError("the harvest event must be a JSON object such as {\"source\": \"name\"}")
     name = event.get("source")
-    if event.get("detail-type") == "Scheduled Event" or name == "aws.events" or name is None:
+    if event.get("detail-type") == "Scheduled Event" or name in ("aws.events", "aws.scheduler") or name is None:
         detail = event.get("detail", "{}")
         if isinstance(detail, str):
             try:

@@ -84,6 +84,11 @@ def parse_source(entry: Any, where: str = "sources") -> Source:
     if not isinstance(hosts, list) or not all(isinstance(host, str) and host for host in hosts):
         raise ConfigurationError(f"{here}: allowed_hosts must be a list of host names")
     values["allowed_hosts"] = tuple(hosts)
+    for flag in ("enabled", "allow_private_network"):
+        if flag in values and not isinstance(values[flag], bool):
+            # A quoted "false" is truthy: for allow_private_network that would switch the SSRF guard off.
+            raise ConfigurationError(f"{here}: {flag} must be true or false (a JSON boolean), "
+                                     f"not {json.dumps(values[flag])}")
     for number in ("requests_per_second", "concurrency", "window_days", "overlap_minutes"):
         if number in values and (not isinstance(values[number], (int, float)) or values[number] <= 0):
             raise ConfigurationError(f"{here}: {number} must be a positive number")

@@ -182,8 +182,6 @@ def test_version_only_envelope_is_rejected_as_unknown_version() -> None:
     assert rejection('{"version": 2}').reason == "unknown_version"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: _envelope compares `version != 1`, and True == 1 in Python, so JSON true is accepted as version 1"))
 def test_boolean_true_is_not_version_one() -> None:
     body = json.dumps({"version": True, "source": "s", "page": PACKAGE})
 

@@ -230,9 +230,6 @@ def test_configuration_error_is_neither_permanent_nor_transient() -> None:
     assert not issubclass(ConfigurationError, TransientError)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: parse_source does not check the type of boolean fields; the JSON string \"false\" is stored as is and "
-    "is truthy, so allow_private_network: \"false\" turns the SSRF guard OFF (and enabled: \"false\" enables)"))
 @pytest.mark.parametrize("field", ["allow_private_network", "enabled"])
 def test_boolean_fields_given_as_strings_are_refused(field: str) -> None:
     # GIVEN an operator who wrote "false" in quotes
