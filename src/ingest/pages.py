@@ -30,7 +30,7 @@ from ingest.store.connection import Database
 from ingest.store.writer import DEFAULT_STRATEGY, write_page
 
 # Releases per transaction when a file is larger than one page (measured by `make bench`; see README).
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 250
 
 
 @dataclass

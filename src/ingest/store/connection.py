@@ -184,10 +184,18 @@ class Database:
         return error
 
     def close(self) -> None:
+        # pg8000 closes its socket but drops the buffered file it reads through without closing it, which
+        # keeps the descriptor open until garbage collection: close that file too.
+        stream = getattr(self.connection, "_sock", None)
         try:
             self.connection.close()
         except Exception:  # noqa: BLE001 - closing a dead connection cannot fail usefully
             pass
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def _tcp_socket(settings: DatabaseSettings) -> socket.socket:

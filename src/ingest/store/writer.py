@@ -88,6 +88,12 @@ written AS (
     INSERT INTO releases AS stored ({columns})
     SELECT {_selected(strategy)}
     FROM {_release_source(strategy)}
+    -- Rows already stored at this version or newer are skipped before the insert: ON CONFLICT would lock
+    -- (and dirty) each of them even when its WHERE refuses the update, so a replay would still write.
+    WHERE NOT EXISTS (
+        SELECT FROM releases current
+        WHERE current.ocid = r.o AND current.release_id = r.i
+          AND (current.release_date, current.content_hash) >= (CAST(r.d AS timestamptz), decode(r.h, 'hex')))
     ORDER BY o COLLATE "C", i COLLATE "C"
     ON CONFLICT (ocid, release_id) DO UPDATE SET {updates}, last_ingested_at = now()
     WHERE (stored.release_date, stored.content_hash) < (EXCLUDED.release_date, EXCLUDED.content_hash)
