@@ -14,19 +14,32 @@ default durability (fsync on, synchronous commit), generates synthetic OCDS rele
 Each strategy is timed end to end, from the list of release dicts to committed rows (serialisation included),
 through a ``LatencyProxy`` that counts round trips on the wire; then again with 1 ms of round-trip latency.
 Besides the table it prints where the time goes (client CPU, server CPU, WAL) and writes bench/results.json.
+
+Then the worker Lambda (bench/worker_bench.py, bench/worker_probe.py):
+
+* ``worker [json]``, ``worker [unnest]``: ``handler.worker.lambda_handler`` invoked in-process with Lambda SQS
+  events of inline pages (release packages of the same 4 KB releases, 200 per message, 5 records per event),
+  timed from the event dicts to committed rows, through the proxy at 0 and 1 ms, against raw COPY of the same
+  releases in pages of the same size;
+* its memory: the peak RSS one full invocation (5 records of ~950 KB) adds to a warm worker, in a fresh
+  interpreter, and where the memory goes (tracemalloc, in another fresh interpreter);
+* its cold import: ``import handler.worker`` against the libraries it needs, in fresh interpreters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
+import logging
 import os
 import platform
 import random
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -45,6 +58,10 @@ from ingest.store.migrate import migrate
 from ingest.tcp_proxy import LatencyProxy
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # bench/worker_bench.py, also when this file is run some other way
+    sys.path.insert(0, str(HERE))
+import worker_bench  # noqa: E402
+
 SOURCE = "bench"
 SEED = 20_240_601
 ONE_MS = 0.001
@@ -574,6 +591,8 @@ def raw_copy(db: Database, pages: list[list[dict[str, Any]]]) -> dict[str, int]:
 class NullDatabase:
     """Stands in for the database to time the engine's client side alone (and to capture a page parameter)."""
 
+    broken = False  # what ingest.worker.Connections checks before reusing a connection
+
     def __init__(self) -> None:
         self.round_trips = 0
         self.parameters: list[str] = []
@@ -584,6 +603,9 @@ class NullDatabase:
         if self.keep:
             self.parameters.append(params["page"])
         return [[0, 0, 0, 0]]
+
+    def close(self) -> None:
+        pass
 
 
 # --- reporting ----------------------------------------------------------------------------------------------
@@ -661,7 +683,8 @@ def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
               f"{info['client_only_seconds']:.2f} s, {info['client_only_rate']:,.0f} rel/s{share}")
 
 
-def targets_block(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def targets_block(sizes: dict[str, dict[str, Any]],
+                  extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     results = []
     for label, info in sizes.items():
         runs: list[Run] = info["run_objects"]
@@ -686,9 +709,11 @@ def targets_block(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             results.append({"size": label, "target": f"engine at 1 ms >= {TARGET_LATENCY:.0%} of loopback",
                             "value": round(value, 3), "display": f"{value:.0%}",
                             "pass": value >= TARGET_LATENCY})
+    results.extend(extra or [])
     print("\n=== targets ===")
+    width = max([38, *(len(result["target"]) for result in results)])
     for result in results:
-        print(f"{'PASS' if result['pass'] else 'FAIL'}  {result['size']:>6}  {result['target']:<38} "
+        print(f"{'PASS' if result['pass'] else 'FAIL'}  {result['size']:>6}  {result['target']:<{width}} "
               f"{result['display']}")
     return results
 
@@ -722,6 +747,364 @@ def explain_page(bench: Bench, database: str, releases: list[dict[str, Any]], la
     for line in lines:
         print("    " + line)
     return [f"parse only: {parse_only * 1000:.1f} ms", *lines]
+
+
+# --- the worker Lambda ---------------------------------------------------------------------------------------
+
+WORKER_DATABASE = "bench_worker"
+MEMORY_DATABASE = "bench_worker_memory"
+
+
+def _handler_module() -> Any:
+    """``handler.worker``, imported once the environment it reads at import (Powertools) is set."""
+    os.environ.update(worker_bench.POWERTOOLS_ENV)
+    import handler.worker as module
+
+    return module
+
+
+def _drop_worker(module: Any) -> None:
+    """Close the warm worker and forget it, so the next invocation reconnects with the current environment."""
+    if module._worker is not None:
+        module._worker.close()
+    module._worker = None
+
+
+def _failures(responses: list[dict[str, Any]]) -> list[Any]:
+    return [item for response in responses for item in (response or {}).get("batchItemFailures", [None])]
+
+
+def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float, events: list[dict[str, Any]],
+                   warm: dict[str, Any], releases: int, messages: int, per_message: int, mean_bytes: int,
+                   sink: Any) -> Run:
+    """Invoke the handler with every event through a fresh proxy and a freshly connected (then warmed) worker."""
+    from ingest.queue import LocalContext
+
+    database = WORKER_DATABASE
+    with LatencyProxy("127.0.0.1", bench.server.port, delay_seconds=delay) as proxy:
+        os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
+        os.environ["WRITE_STRATEGY"] = strategy
+        _drop_worker(module)
+        try:
+            with contextlib.redirect_stdout(sink):
+                warmed = module.lambda_handler(warm, LocalContext(120))
+            if _failures([warmed]):
+                raise SystemExit(f"worker [{strategy}]: the warm-up invocation failed: {warmed}")
+            bench.reset(database, "releases")  # the warm-up's row gone, a clean checkpoint
+            db = module._worker.connections._db
+            backend = int(db.run("SELECT pg_backend_pid()", "bench")[0][0])
+            wal_before = bench.wal_lsn()
+            server_before, backend_before = server_cpu(bench.postmaster), process_cpu(backend)
+            proxy.reset_round_trips()
+            self_before = db.round_trips
+            responses = []
+            with contextlib.redirect_stdout(sink):
+                process_before, thread_before = time.process_time(), time.thread_time()
+                started = time.perf_counter()
+                for event in events:
+                    responses.append(module.lambda_handler(event, LocalContext(120)))
+                seconds = time.perf_counter() - started
+                thread_cpu = time.thread_time() - thread_before
+                process_cpu_used = time.process_time() - process_before
+            wire = proxy.round_trips
+            backend_used = process_cpu(backend) - backend_before
+            server_used = server_cpu(bench.postmaster) - server_before
+            if module._worker.connections._db is not db:
+                raise SystemExit(f"worker [{strategy}]: the worker reconnected during the run")
+            self_trips = db.round_trips - self_before
+        finally:
+            _drop_worker(module)
+    failures = _failures(responses)
+    if failures or len(responses) != len(events):
+        raise SystemExit(f"worker [{strategy}]: batchItemFailures {failures[:5]} in {len(responses)} responses")
+    rejected = {table: bench.count(database, table) for table in ("rejected_messages", "rejected_releases")}
+    run = Run(strategy=f"worker [{strategy}]", size="worker", delay_ms=delay * 1000, releases=releases,
+              page_size=per_message, pages=messages, seconds=seconds, mean_bytes=mean_bytes,
+              wire_round_trips=wire, self_round_trips=self_trips, client_cpu=thread_cpu,
+              proxy_cpu=max(0.0, process_cpu_used - thread_cpu), backend_cpu=backend_used,
+              other_server_cpu=max(0.0, server_used - backend_used), wal_bytes=bench.wal_lsn() - wal_before,
+              rows_after=bench.count(database, "releases"),
+              counts={"events": len(events), "messages": messages, "failures": 0, **rejected})
+    if run.rows_after != releases or any(rejected.values()):
+        raise SystemExit(f"worker [{strategy}]: {run.rows_after} rows after the run (expected {releases}), "
+                         f"rejected {rejected}")
+    return run
+
+
+def worker_client_side(module: Any, events: list[dict[str, Any]], bodies: list[str],
+                       strategy: str, sink: Any) -> dict[str, Any]:
+    """Where the worker's client time goes, with no database: body parsing, Worker.process, the whole handler."""
+    from ingest.queue import LocalContext
+    from ingest.worker import Connections, Message, Worker
+
+    null = NullDatabase()
+    releases = sum(len(json.loads(body)["page"]["releases"]) for body in bodies)
+    started = time.perf_counter()
+    for body in bodies:
+        json.loads(body)
+    parse = time.perf_counter() - started
+    worker = Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
+    started = time.perf_counter()
+    for number, body in enumerate(bodies):
+        worker.process(Message(f"client-{number}", body, SOURCE))
+    process = time.perf_counter() - started
+
+    def handler_pass() -> float:
+        module._worker = Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
+        try:
+            with contextlib.redirect_stdout(sink):
+                began = time.perf_counter()
+                for event in events:
+                    response = module.lambda_handler(event, LocalContext(120))
+                    if _failures([response]):
+                        raise SystemExit(f"the handler without a database failed: {response}")
+                return time.perf_counter() - began
+        finally:
+            module._worker = None
+
+    quiet = handler_pass()
+    # The same with Powertools' INFO logs on (as deployed), written to /dev/null: what silencing them saves.
+    handlers = [handler for handler in module.logger.handlers if isinstance(handler, logging.StreamHandler)]
+    level, streams = module.logger.log_level, [handler.stream for handler in handlers]
+    module.logger.setLevel("INFO")
+    for handler in handlers:
+        handler.setStream(sink)
+    try:
+        loud = handler_pass()
+    finally:
+        module.logger.setLevel(level)
+        for handler, stream in zip(handlers, streams, strict=True):
+            handler.setStream(stream)
+    invocations = len(events)
+    return {"releases": releases, "messages": len(bodies), "invocations": invocations,
+            "body_parse_seconds": round(parse, 4), "worker_process_seconds": round(process, 4),
+            "handler_seconds": round(quiet, 4), "handler_info_logs_seconds": round(loud, 4),
+            "powertools_ms_per_invocation": round((quiet - process) / invocations * 1000, 3),
+            "info_logging_ms_per_invocation": round((loud - quiet) / invocations * 1000, 3),
+            "handler_rate": round(releases / quiet, 1)}
+
+
+def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    module = _handler_module()
+    bench.create_database(WORKER_DATABASE)
+    mean = round(sum(map(json_size, releases)) / len(releases))
+    bodies = worker_bench.inline_bodies(releases, args.worker_per_message, SOURCE)
+    events = worker_bench.events(bodies, args.worker_batch, SOURCE)
+    warm = worker_bench.tiny_event(SOURCE, 9_000_000)
+    body_bytes = [len(body.encode("utf-8")) for body in bodies]
+    payloads = [len(worker_bench.event_bytes(event)) for event in events]
+    info: dict[str, Any] = {
+        "releases": len(releases), "mean_bytes": mean, "per_message": args.worker_per_message,
+        "messages": len(bodies), "records_per_event": args.worker_batch, "events": len(events),
+        "body_bytes_mean": round(statistics.mean(body_bytes)), "body_bytes_max": max(body_bytes),
+        "event_payload_bytes_max": max(payloads), "repeat": args.repeat, "strategies": args.worker_strategies,
+    }
+    if max(body_bytes) > worker_bench.SQS_MESSAGE_LIMIT or max(payloads) > worker_bench.LAMBDA_PAYLOAD_LIMIT:
+        progress(f"[worker] warning: bodies up to {max(body_bytes):,} B, events up to {max(payloads):,} B: "
+                 "above what SQS and Lambda accept")
+    progress(f"[worker] {len(releases):,} releases (mean {mean:,} B) in {len(bodies)} inline bodies of "
+             f"{args.worker_per_message} (mean {info['body_bytes_mean'] / 1e3:,.0f} KB, max "
+             f"{max(body_bytes) / 1e3:,.0f} KB), {len(events)} events of {args.worker_batch} records "
+             f"(payload up to {max(payloads) / 1e6:.2f} MB)")
+    runs: list[Run] = []
+    sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    try:
+        for delay in (0.0, ONE_MS):
+            for strategy in args.worker_strategies:
+                tries = [measure_worker(bench, module, strategy=strategy, delay=delay, events=events, warm=warm,
+                                        releases=len(releases), messages=len(bodies),
+                                        per_message=args.worker_per_message, mean_bytes=mean, sink=sink)
+                         for _ in range(max(1, args.repeat))]
+                run = min(tries, key=lambda item: item.seconds)
+                run.all_seconds = [round(item.seconds, 4) for item in tries]
+                runs.append(run)
+                progress(f"[worker] {run.strategy} @ {run.delay_ms:g} ms: {run.releases:,} releases in "
+                         f"{run.seconds:.2f} s = {run.rate:,.0f} rel/s, {run.mb_per_second:.1f} MB/s, "
+                         f"{run.wire_per_page:.2f} RT/message on the wire ({run.self_per_page:.2f} self-counted)")
+        pages = paginate(releases, args.worker_per_message)
+        copy_tries = [bench.measure(strategy="raw COPY (physical limit)", size="worker", database=WORKER_DATABASE,
+                                    table="raw_releases", delay=0.0, pages=pages, page_size=args.worker_per_message,
+                                    mean_bytes=mean, body=raw_copy) for _ in range(max(1, args.repeat))]
+        copy_run = min(copy_tries, key=lambda item: item.seconds)
+        copy_run.all_seconds = [round(item.seconds, 4) for item in copy_tries]
+        runs.append(copy_run)
+        progress(f"[worker] raw COPY, pages of {args.worker_per_message}: {copy_run.rate:,.0f} rel/s")
+        subset = max(1, min(len(events), args.worker_client_events))
+        client_bodies = [record["body"] for event in events[:subset] for record in event["Records"]]
+        info["client_side"] = worker_client_side(module, events[:subset], client_bodies,
+                                                 args.worker_strategies[0], sink)
+        client = info["client_side"]
+        progress(f"[worker] client side without a database ({client['releases']:,} releases, "
+                 f"{client['invocations']} invocations): body json.loads {client['body_parse_seconds']:.2f} s, "
+                 f"Worker.process {client['worker_process_seconds']:.2f} s, whole handler "
+                 f"{client['handler_seconds']:.2f} s ({client['handler_rate']:,.0f} rel/s); Powertools "
+                 f"{client['powertools_ms_per_invocation']:.2f} ms/invocation, INFO logs would add "
+                 f"{client['info_logging_ms_per_invocation']:.2f} ms/invocation")
+    finally:
+        sink.close()
+        os.environ.pop("DATABASE_URL", None)
+        os.environ.pop("WRITE_STRATEGY", None)
+    info["run_objects"] = runs
+    return info
+
+
+def worker_memory(bench: Bench, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Peak RSS of one full invocation in a fresh interpreter (bench/worker_probe.py), then where it goes."""
+    bench.create_database(MEMORY_DATABASE)
+    needed = args.memory_records * (args.memory_page_bytes // 3_000 + 1)  # releases are >= ~3.2 KB
+    releases = generate(needed, 4_000, 3_000_000, args.seed + 3_000_000)
+    bodies = worker_bench.bodies_of_size(releases, args.memory_records, args.memory_page_bytes, SOURCE,
+                                         first_number=3_000_000)
+    event = worker_bench.events(bodies, args.memory_records, SOURCE, first_number=3_000_000)[0]
+    warm = worker_bench.tiny_event(SOURCE, 3_900_000)
+    payload = len(worker_bench.event_bytes(event))
+    url = bench.server.url_for(MEMORY_DATABASE)
+    info: dict[str, Any] = {"records": len(bodies), "body_bytes": [len(body.encode("utf-8")) for body in bodies],
+                            "releases_per_body": [body.count('"ocid":"') for body in bodies],
+                            "payload_bytes": payload, "payload_limit_bytes": worker_bench.LAMBDA_PAYLOAD_LIMIT,
+                            "target_mib": worker_bench.TARGET_ADDED_PEAK_MIB}
+    progress(f"[memory] one invocation of {len(bodies)} records, bodies {sum(info['body_bytes']) / 1e6:.2f} MB "
+             f"({', '.join(f'{size / 1e3:.0f} KB' for size in info['body_bytes'])}), payload {payload / 1e6:.2f} MB "
+             f"(Lambda limit {worker_bench.LAMBDA_PAYLOAD_LIMIT / 1e6:.2f} MB)")
+    clean = worker_bench.probe_memory(workdir, url, event, warm)
+    expected = sum(info["releases_per_body"]) + 1
+    stored = bench.count(MEMORY_DATABASE, "releases")
+    if clean["failures"] or stored != expected:
+        raise SystemExit(f"the memory probe's invocation failed: {clean['failures']}, {stored} rows (expected "
+                         f"{expected})")
+    info["clean"] = clean
+    info["added_peak_mib"] = clean["added_peak_mib"]
+    info["pass"] = clean["added_peak_mib"] <= worker_bench.TARGET_ADDED_PEAK_MIB
+    progress(f"[memory] warm RSS {clean['kib']['rss_before'] / 1024:.1f} MiB; added peak "
+             f"{clean['added_peak_mib']:.1f} MiB (event built: +{clean['event_built_added_mib']:.1f} MiB; "
+             f"ru_maxrss delta {clean['maxrss_delta_mib']:.1f} MiB); invocation {clean['invoke_seconds']:.2f} s")
+    if not args.no_tracemalloc:
+        bench.reset(MEMORY_DATABASE, "releases")  # the same rows again: inserted, not unchanged
+        traced = worker_bench.probe_memory(workdir, url, event, warm, trace=True)
+        info["tracemalloc"] = traced.get("tracemalloc")
+        info["tracemalloc_run_added_peak_mib"] = traced["added_peak_mib"]
+    return info
+
+
+def print_worker(info: dict[str, Any] | None, memory: dict[str, Any] | None,
+                 imports: dict[str, Any] | None) -> None:
+    if info:
+        print_worker_runs(info)
+    print_worker_resources(memory, imports)
+
+
+def print_worker_runs(info: dict[str, Any]) -> None:
+    runs: list[Run] = info["run_objects"]
+    copy_run = next((run for run in runs if run.strategy.startswith("raw COPY")), None)
+    print(f"\n=== worker: handler.worker.lambda_handler in-process, {info['releases']:,} releases (mean "
+          f"{info['mean_bytes']:,} B) in {info['messages']} inline messages of {info['per_message']} releases "
+          f"(mean body {info['body_bytes_mean'] / 1e3:,.0f} KB), {info['events']} events of "
+          f"{info['records_per_event']} records ===")
+    print("(timed from the event dicts to committed rows: body JSON parsing, Powertools, the engine, commits; a warm "
+          "container:\n connected and prepared by one warm-up invocation first; vs COPY = rel/s / raw COPY rel/s of "
+          "the same releases in pages of the same size;\n RT/msg = round trips per message, on the wire (proxy) and "
+          f"self-counted; vs 0 ms = rel/s at 1 ms / the same at 0 ms; best of {info['repeat']})")
+    header = (f"{'strategy':<28} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'vs COPY':>8} "
+              f"{'RT/msg wire':>11} {'RT/msg self':>11} {'vs 0 ms':>8} {'client':>7} {'backend':>7} {'wall':>6}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        versus_copy = f"{run.rate / copy_run.rate:.0%}" if copy_run and run is not copy_run else "-"
+        loopback = _loopback_of(runs, run) if run.delay_ms else None
+        versus = f"{run.rate / loopback.rate:.0%}" if loopback and loopback.rate else "-"
+        print(f"{run.strategy:<28} {run.delay_ms:>3g}ms {run.releases:>8,} {_fmt_int(run.rate):>8} "
+              f"{run.mb_per_second:>6.1f} {versus_copy:>8} {_fmt_opt(run.wire_per_page):>11} "
+              f"{_fmt_opt(run.self_per_page):>11} {versus:>8} {run.client_cpu:>7.2f} {run.backend_cpu:>7.2f} "
+              f"{run.seconds:>6.2f}")
+    client = info.get("client_side")
+    if client:
+        print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
+              f"invocations: json.loads of the bodies {client['body_parse_seconds']:.2f} s, Worker.process "
+              f"{client['worker_process_seconds']:.2f} s,\n whole handler {client['handler_seconds']:.2f} s = "
+              f"{client['handler_rate']:,.0f} rel/s; Powertools {client['powertools_ms_per_invocation']:.2f} ms per "
+              f"invocation; its INFO logs (silenced in the timed runs) would add "
+              f"{client['info_logging_ms_per_invocation']:.2f} ms per invocation")
+
+
+def print_worker_resources(memory: dict[str, Any] | None, imports: dict[str, Any] | None) -> None:
+    if memory:
+        clean = memory["clean"]
+        kib = clean["kib"]
+        print(f"\nmemory (fresh interpreter, after a warm-up invocation): event of {memory['records']} records, bodies "
+              f"{sum(memory['body_bytes']):,} B ({', '.join(f'{size / 1e3:.0f} KB' for size in memory['body_bytes'])}"
+              f"), payload {memory['payload_bytes']:,} B (limit {memory['payload_limit_bytes']:,})")
+        print(f"  warm RSS {kib['rss_before'] / 1024:.1f} MiB (peak so far {kib['hwm_before'] / 1024:.1f} MiB); "
+              f"peak during the invocation {kib['hwm_after'] / 1024:.1f} MiB; added peak "
+              f"{clean['added_peak_mib']:.1f} MiB (target <= {memory['target_mib']} MiB: "
+              f"{'PASS' if memory['pass'] else 'FAIL'})")
+        print(f"  of which the event alone (payload bytes + parsed dict): {clean['event_built_added_mib']:.1f} MiB; "
+              f"ru_maxrss after - before: {clean['maxrss_delta_mib']:.1f} MiB; still resident after: "
+              f"{clean['retained_after_mib']:.1f} MiB; invocation {clean['invoke_seconds']:.2f} s")
+        traced = memory.get("tracemalloc")
+        if traced:
+            print(f"  tracemalloc (another fresh interpreter): Python peak {traced['peak_mib']:.1f} MiB; biggest "
+                  f"holders in a snapshot at {traced['snapshot_at_mib']:.1f} MiB traced:")
+            for item in traced.get("by_line", [])[:10]:
+                print(f"    {item['mib']:>6.2f} MiB {item['blocks']:>8,} blocks  {item['where']}")
+            print("  by call path (our frames, outermost first -> where the library allocated):")
+            for item in traced.get("by_path", [])[:8]:
+                path = " > ".join(frame.split("/")[-1] for frame in item["our_frames"]) or "(no frame of ours)"
+                print(f"    {item['mib']:>6.2f} MiB  {path} -> {item['allocated_at']}")
+    if imports:
+        print(f"\ncold import (fresh interpreters, {imports['repeat']} each, alternated; in-process, from the first "
+              f"import to the objects built at import):")
+        print(f"  import handler.worker: median {imports['handler_median'] * 1000:.0f} ms, min "
+              f"{imports['handler_min'] * 1000:.0f} ms; libraries only: median "
+              f"{imports['libraries_median'] * 1000:.0f} ms, min {imports['libraries_min'] * 1000:.0f} ms; "
+              f"ratio {imports['ratio_median']:.2f}x (min/min "
+              f"{imports['ratio_min']:.2f}x; target <= {worker_bench.TARGET_IMPORT_RATIO}x: "
+              f"{'PASS' if imports['pass'] else 'FAIL'}); whole interpreter (median wall): "
+              f"{imports['process_wall_median']['handler'] * 1000:.0f} ms vs "
+              f"{imports['process_wall_median']['libraries'] * 1000:.0f} ms")
+        print(f"  our modules' self time (-X importtime, median of {imports['importtime_runs']}; total "
+              f"{imports['our_modules_self_us_total'] / 1000:.1f} ms of "
+              f"{imports['importtime_handler_cumulative_us_median'] / 1000:.0f} ms cumulative for handler.worker):")
+        for item in imports["our_modules_self_us"][:10]:
+            print(f"    {item['self_us'] / 1000:>6.2f} ms  {item['module']}")
+
+
+def worker_targets(info: dict[str, Any] | None, memory: dict[str, Any] | None,
+                   imports: dict[str, Any] | None) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    if info:
+        runs: list[Run] = info["run_objects"]
+        copy_run = next((run for run in runs if run.strategy.startswith("raw COPY")), None)
+        for strategy in info["strategies"]:
+            name = f"worker [{strategy}]"
+            fast = next((run for run in runs if run.strategy == name and run.delay_ms == 0), None)
+            slow = next((run for run in runs if run.strategy == name and run.delay_ms == 1.0), None)
+            if fast and copy_run:
+                value = fast.rate / copy_run.rate
+                results.append({"size": "worker", "target": f"{name} / raw COPY >= {TARGET_VS_COPY:.0%}",
+                                "value": round(value, 3), "display": f"{value:.0%}", "pass": value >= TARGET_VS_COPY})
+            if fast and fast.wire_per_page is not None:
+                value = fast.wire_per_page
+                results.append({"size": "worker", "target": f"{name} round trips per message <= {TARGET_ROUND_TRIPS}",
+                                "value": round(value, 3),
+                                "display": f"{value:.2f} on the wire, {fast.self_per_page:.2f} self-counted",
+                                "pass": value <= TARGET_ROUND_TRIPS})
+            if fast and slow:
+                value = slow.rate / fast.rate
+                results.append({"size": "worker", "target": f"{name} at 1 ms >= {TARGET_LATENCY:.0%} of loopback",
+                                "value": round(value, 3), "display": f"{value:.0%}", "pass": value >= TARGET_LATENCY})
+    if memory:
+        value = memory["added_peak_mib"]
+        results.append({"size": "worker", "target": f"added peak RSS <= {worker_bench.TARGET_ADDED_PEAK_MIB} MiB",
+                        "value": value, "display": f"{value:.1f} MiB ({sum(memory['body_bytes']) / 1e6:.2f} MB of "
+                                                   f"bodies in {memory['records']} records)",
+                        "pass": memory["pass"]})
+    if imports:
+        value = imports["ratio_median"]
+        results.append({"size": "worker", "target": f"cold import <= {worker_bench.TARGET_IMPORT_RATIO}x libraries",
+                        "value": value, "display": f"{value:.2f}x ({imports['handler_median'] * 1000:.0f} ms vs "
+                                                   f"{imports['libraries_median'] * 1000:.0f} ms, medians)",
+                        "pass": imports["pass"]})
+    return results
 
 
 # --- main ---------------------------------------------------------------------------------------------------
@@ -767,6 +1150,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--explain", action="store_true",
                         help="also print EXPLAIN (ANALYZE, BUFFERS) of one engine page of each size")
     parser.add_argument("--output", type=Path, default=HERE / "results.json", help="where to write the JSON")
+    worker = parser.add_argument_group("the worker Lambda")
+    worker.add_argument("--no-worker", action="store_true", help="skip the worker's throughput, memory and import")
+    worker.add_argument("--worker-only", action="store_true",
+                        help="only the worker's sections (no seed/engine tables; the 4 KB releases are still made)")
+    worker.add_argument("--worker-releases", type=int,
+                        help="4 KB releases sent through the handler (default: all of --releases-4k)")
+    worker.add_argument("--worker-per-message", type=int, default=200, help="releases per inline message")
+    worker.add_argument("--worker-batch", type=int, default=5, help="records per event (the stack's BatchSize)")
+    worker.add_argument("--worker-strategies", default="json,unnest", help="WRITE_STRATEGY values to run")
+    worker.add_argument("--worker-client-events", type=int, default=4,
+                        help="events used to time the handler's client side without a database (default 4)")
+    worker.add_argument("--memory-page-bytes", type=int, default=950_000,
+                        help="bytes of each inline body of the memory probe's event (default 950000)")
+    worker.add_argument("--memory-records", type=int, default=5, help="records of the memory probe's event")
+    worker.add_argument("--no-tracemalloc", action="store_true",
+                        help="skip the second memory probe that finds where the memory goes")
+    worker.add_argument("--import-repeat", type=int, help="fresh interpreters per variant (default 9, --quick 7)")
     args = parser.parse_args(argv)
     divide = 10 if args.quick else 1
     args.releases_4k = args.releases_4k if args.releases_4k is not None else 20_000 // divide
@@ -774,6 +1174,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.per_row = args.per_row if args.per_row is not None else 2_000 // divide
     args.per_row_1ms = args.per_row_1ms if args.per_row_1ms is not None else 500 // divide
     args.strategies = [name for name in args.strategies.split(",") if name and name != DEFAULT_STRATEGY]
+    args.worker_strategies = [name for name in args.worker_strategies.split(",") if name]
+    args.import_repeat = args.import_repeat if args.import_repeat is not None else (7 if args.quick else 9)
+    if set(args.worker_strategies) - set(STRATEGIES):
+        parser.error(f"unknown worker strategies; the engine has {', '.join(STRATEGIES)}")
     unknown = set(args.strategies) - set(STRATEGIES)
     if unknown:
         parser.error(f"unknown write strategies {', '.join(sorted(unknown))}; the engine has {', '.join(STRATEGIES)}")
@@ -905,11 +1309,25 @@ def main(argv: list[str] | None = None) -> int:
         progress("one round trip (SELECT 1, mean of 200): " +
                  ", ".join(f"{name} {seconds * 1000:.3f} ms" for name, seconds in round_trips.items()))
         for label, key, _count, _target, page_size, _first in specs:
-            if key in data:
+            if key in data and not args.worker_only:
                 sizes[label] = bench_size(bench, label, key, data[key], page_size, args)
+        worker_info = memory = imports = None
+        if not args.no_worker:
+            wanted = args.worker_releases if args.worker_releases is not None else args.releases_4k
+            pool = data.get("4k", [])
+            worker_releases = pool[:wanted] if len(pool) >= wanted else generate(wanted, 4_000, 0, args.seed)
+            if worker_releases:
+                worker_info = bench_worker(bench, worker_releases, args)
+            memory = worker_memory(bench, args, tmp)
+            progress(f"[import] cold imports: {args.import_repeat} fresh interpreters per variant")
+            imports = worker_bench.cold_import(args.import_repeat)
+            progress(f"[import] handler.worker {imports['handler_median'] * 1000:.0f} ms vs libraries "
+                     f"{imports['libraries_median'] * 1000:.0f} ms (medians): {imports['ratio_median']:.2f}x")
         for label, info in sizes.items():
             print_table(label, info, info["run_objects"])
-        targets = targets_block(sizes)
+        if worker_info or memory or imports:
+            print_worker(worker_info, memory, imports)
+        targets = targets_block(sizes, worker_targets(worker_info, memory, imports))
         total = time.perf_counter() - begun
         print(f"\ntotal {total:.0f} s")
         output = {
@@ -926,6 +1344,13 @@ def main(argv: list[str] | None = None) -> int:
             "targets": targets,
             "total_seconds": round(total, 1),
         }
+        if worker_info:
+            output["worker"] = {**{k: v for k, v in worker_info.items() if k != "run_objects"},
+                                "runs": [run.as_json() for run in worker_info["run_objects"]]}
+        if memory:
+            output["worker_memory"] = memory
+        if imports:
+            output["worker_cold_import"] = imports
         args.output.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         return 0

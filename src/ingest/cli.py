@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ingest.errors import ConfigurationError, IngestError, TransientError
 from ingest.pages import DEFAULT_BATCH_SIZE, PageResult, load_stream
+from ingest.sources import Source
 from ingest.store.connection import Database, connect_url
 from ingest.store.migrate import migrate
 from ingest.store.writer import DEFAULT_STRATEGY, STRATEGIES
@@ -138,20 +139,75 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline(sources: list[Source], url: str, served: int = 0) -> int:
+    import tempfile
+
+    from ingest.local_pipeline import quiet, run
+
+    quiet()
+    import handler.harvest
+    import handler.worker
+
+    with tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
+        summary = run(sources, url, handler.harvest.lambda_handler, handler.worker.lambda_handler, Path(workdir),
+                      served=served)
+    print(summary.text())
+    return 0 if summary.dead_letters == 0 and all(h["status"] == "complete" for h in summary.harvests) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on embedded defaults: publisher API -> harvest -> SQS -> worker -> PostgreSQL."""
+    from ingest.local_publisher import LocalPublisher, releases_from
+    from ingest.sources import parse_source
+
     samples = SHARED_SAMPLES if SHARED_SAMPLES.is_dir() else SHIPPED_SAMPLES
-    print(f"Loading the real OCDS samples in {samples} into PostgreSQL.", file=sys.stderr)
+    files = sorted(p for p in samples.rglob("*.json") if _is_publisher_data(p, samples))
     url = database_url()
-    args.paths = [str(samples)]
-    args.strict = False
-    os.environ["DATABASE_URL"] = url
-    status = cmd_load(args)
-    print(f"\nQuery it:  psql '{url}' -c 'SELECT source, count(*) FROM releases GROUP BY 1'"
-          if not os.environ.get("CI") else "")
-    print("  e.g.  SELECT ocid, release_id, release_date, buyer_name, tender_title FROM releases "
+    served = releases_from(files)
+    half = len(served) // 2
+    print(f"Serving {len(served)} real releases from {len(files)} files in {samples} through two local OCDS APIs "
+          "(one pages with links.next, one with page numbers), then running the harvest and worker handlers as "
+          "Lambda would.", file=sys.stderr)
+    common = {"allowed_hosts": ["127.0.0.1"], "allow_private_network": True, "page_size": 50}
+    with LocalPublisher(served[:half], publisher_name="OCDS samples (A)") as links, \
+            LocalPublisher(served[half:], publisher_name="OCDS samples (B)") as numbered:
+        sources = [
+            parse_source({"name": "samples-links", "pagination": "next_link", "page_size_parameter": "limit",
+                          "start_url": f"{links.base_url}/keyset", **common}),
+            parse_source({"name": "samples-pages", "pagination": "page_number", "page_size_parameter": "page_size",
+                          "start_url": f"{numbered.base_url}/pages", **common}),
+        ]
+        status = _pipeline(sources, url, served=len(served))
+    print(f"\nThe database: {url}")
+    print("  psql '" + url + "' -c 'SELECT source, count(*) FROM releases GROUP BY 1'")
+    print("  SELECT ocid, release_id, release_date, buyer_name, tender_title FROM releases "
           "ORDER BY release_date DESC LIMIT 10;")
-    print("        SELECT reason, count(*) FROM rejected_releases GROUP BY 1;")
+    print("  SELECT reason, count(*) FROM rejected_releases GROUP BY 1;")
+    print("To load files instead: .venv/bin/ocds-ingest load PATH...   To harvest an API: .venv/bin/ocds-ingest "
+          "harvest --url URL")
     return status
+
+
+def _is_publisher_data(path: Path, root: Path) -> bool:
+    """The real publishers' files (not the schemas, merge fixtures or expected outputs of tools)."""
+    relative = path.relative_to(root).as_posix()
+    return not relative.startswith(("schema-", "ocds-merge-fixtures/", "standard-merging-examples/",
+                                    "invalid-and-awkward/")) and not any(
+        word in path.name for word in ("compiled", "versioned", "encoding_encoding"))
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    """Harvest any OCDS API that pages with links.next into DATABASE_URL or the embedded database."""
+    from urllib.parse import urlsplit
+
+    from ingest.sources import parse_source
+
+    host = urlsplit(args.url).hostname or ""
+    name = args.source or (host.replace("www.", "").split(".")[0] or "api")
+    source = parse_source({"name": name, "start_url": args.url, "pagination": "next_link",
+                           "next_pointer": args.next_pointer, "allowed_hosts": [host],
+                           "allow_private_network": args.allow_private_network})
+    return _pipeline([source], database_url())
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -184,11 +240,15 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                       help="how pages are written (see README, Benchmark)")
     load.set_defaults(run=cmd_load)
-    demo = commands.add_parser("demo", help="load the real samples into the embedded PostgreSQL")
-    demo.add_argument("--source", default="samples")
-    demo.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    demo.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY)
+    demo = commands.add_parser("demo", help="the whole pipeline on the real samples, locally")
     demo.set_defaults(run=cmd_demo)
+    harvest = commands.add_parser("harvest", help="harvest an OCDS API that pages with links.next")
+    harvest.add_argument("--url", required=True, help="the first page, e.g. https://…/releases?limit=100")
+    harvest.add_argument("--source", help="the source name to store (default: from the host)")
+    harvest.add_argument("--next-pointer", default="/links/next", help="JSON pointer to the next page's URL")
+    harvest.add_argument("--allow-private-network", action="store_true",
+                         help="allow a publisher on a private or loopback address (a local test server)")
+    harvest.set_defaults(run=cmd_harvest)
     drain = commands.add_parser("drain", help="feed a queue's messages to the worker handler until it is empty")
     drain.add_argument("--queue-url", required=True)
     drain.add_argument("--endpoint-url", help="an SQS emulator such as moto_server (default: AWS)")

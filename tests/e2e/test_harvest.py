@@ -181,3 +181,30 @@ def test_two_harvests_of_one_source_one_walks_one_yields(pipeline: Pipeline, mig
         assert pipeline.harvester().run(source).status == "complete"
     finally:
         other.close()
+
+
+def test_the_harvest_command_runs_the_local_pipeline_against_an_api(
+        db: Database, migrated: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    import handler.worker
+    from ingest.cli import main
+
+    saved = dict(os.environ)
+    monkeypatch.setattr(handler.worker, "_worker", None)
+    try:
+        os.environ["DATABASE_URL"] = migrated
+        with LocalPublisher(served_releases()) as publisher:
+            status = main(["harvest", "--url", f"{publisher.base_url}/offset-links?limit=25", "--source", "api",
+                           "--allow-private-network"])
+        out = capsys.readouterr().out
+    finally:
+        if handler.worker._worker is not None:
+            handler.worker._worker.close()
+        os.environ.clear()
+        os.environ.update(saved)
+    assert status == 0, out
+    assert "harvest          api: complete, 4 pages fetched, 4 messages, 82 releases" in out
+    assert "releases         82 inserted, 0 updated, 0 unchanged, 0 rejected" in out
+    assert "0 in the DLQ" in out
+    assert db.run("SELECT count(*), min(source), max(source) FROM releases", "r") == [[82, "api", "api"]]
