@@ -8,7 +8,7 @@ default durability (fsync on, synchronous commit), generates synthetic OCDS rele
 * ``seed VALUES x100``: multi-row INSERT ... VALUES with 100 rows per statement, one transaction per page;
 * ``engine (save_page)``: the library's entry point, one page per call, into the real ``releases`` table;
 * ``engine [unnest]``, ``engine [copy]``: the engine with its other write strategies (``--strategies``);
-* ``engine, replay``: the same pages again (every release unchanged);
+* ``engine, replay``, ``engine [unnest], replay``: the same pages again (every release unchanged);
 * ``raw COPY``: COPY of the same columns into an UNLOGGED table without any index (the physical limit).
 
 Each strategy is timed end to end, from the list of release dicts to committed rows (serialisation included),
@@ -752,6 +752,8 @@ def explain_page(bench: Bench, database: str, releases: list[dict[str, Any]], la
 # --- the worker Lambda ---------------------------------------------------------------------------------------
 
 WORKER_DATABASE = "bench_worker"
+COPY_NAME = "raw COPY (physical limit)"
+COPY_BODIES_NAME = "raw COPY from the bodies"
 MEMORY_DATABASE = "bench_worker_memory"
 
 
@@ -831,57 +833,96 @@ def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float, ev
     return run
 
 
-def worker_client_side(module: Any, events: list[dict[str, Any]], bodies: list[str],
-                       strategy: str, sink: Any) -> dict[str, Any]:
-    """Where the worker's client time goes, with no database: body parsing, Worker.process, the whole handler."""
+def worker_client_side(module: Any, events: list[dict[str, Any]], strategy: str, sink: Any,
+                       overhead_invocations: int) -> dict[str, Any]:
+    """Where the worker's client time goes, with no database (a stand-in that answers at once).
+
+    On real events: json.loads of the bodies, ``Worker.process`` of them, the whole handler. On events of
+    five one-release pages: the handler's fixed cost per invocation (Powertools: batch processor, logger,
+    metrics flush) as handler - Worker.process, and what its INFO logs would add if they were not silenced.
+    """
     from ingest.queue import LocalContext
     from ingest.worker import Connections, Message, Worker
 
     null = NullDatabase()
-    releases = sum(len(json.loads(body)["page"]["releases"]) for body in bodies)
-    started = time.perf_counter()
-    for body in bodies:
-        json.loads(body)
-    parse = time.perf_counter() - started
-    worker = Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
-    started = time.perf_counter()
-    for number, body in enumerate(bodies):
-        worker.process(Message(f"client-{number}", body, SOURCE))
-    process = time.perf_counter() - started
 
-    def handler_pass() -> float:
-        module._worker = Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
+    def null_worker() -> Worker:
+        return Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
+
+    def process_all(bodies: list[str], repeat: int = 1) -> float:
+        worker = null_worker()
+        began = time.perf_counter()
+        for _ in range(repeat):
+            for number, body in enumerate(bodies):
+                worker.process(Message(f"client-{number}", body, SOURCE))
+        return time.perf_counter() - began
+
+    def handler_all(batch: list[dict[str, Any]], repeat: int = 1) -> float:
+        module._worker = null_worker()
         try:
             with contextlib.redirect_stdout(sink):
                 began = time.perf_counter()
-                for event in events:
-                    response = module.lambda_handler(event, LocalContext(120))
-                    if _failures([response]):
-                        raise SystemExit(f"the handler without a database failed: {response}")
+                for _ in range(repeat):
+                    for event in batch:
+                        response = module.lambda_handler(event, LocalContext(120))
+                        if _failures([response]):
+                            raise SystemExit(f"the handler without a database failed: {response}")
                 return time.perf_counter() - began
         finally:
             module._worker = None
 
-    quiet = handler_pass()
-    # The same with Powertools' INFO logs on (as deployed), written to /dev/null: what silencing them saves.
-    handlers = [handler for handler in module.logger.handlers if isinstance(handler, logging.StreamHandler)]
-    level, streams = module.logger.log_level, [handler.stream for handler in handlers]
-    module.logger.setLevel("INFO")
-    for handler in handlers:
-        handler.setStream(sink)
-    try:
-        loud = handler_pass()
-    finally:
-        module.logger.setLevel(level)
-        for handler, stream in zip(handlers, streams, strict=True):
-            handler.setStream(stream)
-    invocations = len(events)
-    return {"releases": releases, "messages": len(bodies), "invocations": invocations,
+    @contextlib.contextmanager
+    def info_logs() -> Iterator[None]:
+        """Powertools' INFO logs on (as deployed), written to /dev/null instead of stdout."""
+        handlers = [handler for handler in module.logger.handlers if isinstance(handler, logging.StreamHandler)]
+        level, streams = module.logger.log_level, [handler.stream for handler in handlers]
+        module.logger.setLevel("INFO")
+        for handler in handlers:
+            handler.setStream(sink)
+        try:
+            yield
+        finally:
+            module.logger.setLevel(level)
+            for handler, stream in zip(handlers, streams, strict=True):
+                handler.setStream(stream)
+
+    bodies = [record["body"] for event in events for record in event["Records"]]
+    releases = sum(len(json.loads(body)["page"]["releases"]) for body in bodies)
+    began = time.perf_counter()
+    for body in bodies:
+        json.loads(body)
+    parse = time.perf_counter() - began
+    process = process_all(bodies)
+    handler = handler_all(events)
+
+    tiny = worker_bench.events([worker_bench.tiny_event(SOURCE, 8_000_000 + number)["Records"][0]["body"]
+                                for number in range(5)], 5, SOURCE, 8_000_000)
+    tiny_bodies = [record["body"] for record in tiny[0]["Records"]]
+    handler_all(tiny, 20)  # warm
+    tiny_process = min(process_all(tiny_bodies, overhead_invocations) for _ in range(3))
+    tiny_quiet = min(handler_all(tiny, overhead_invocations) for _ in range(3))
+    with info_logs():
+        tiny_loud = min(handler_all(tiny, overhead_invocations) for _ in range(3))
+    per_invocation = (tiny_quiet - tiny_process) / overhead_invocations
+    logs = (tiny_loud - tiny_quiet) / overhead_invocations
+    seconds_per_event = handler / len(events)
+    return {"releases": releases, "messages": len(bodies), "invocations": len(events),
             "body_parse_seconds": round(parse, 4), "worker_process_seconds": round(process, 4),
-            "handler_seconds": round(quiet, 4), "handler_info_logs_seconds": round(loud, 4),
-            "powertools_ms_per_invocation": round((quiet - process) / invocations * 1000, 3),
-            "info_logging_ms_per_invocation": round((loud - quiet) / invocations * 1000, 3),
-            "handler_rate": round(releases / quiet, 1)}
+            "handler_seconds": round(handler, 4), "handler_rate": round(releases / handler, 1),
+            "overhead_invocations": overhead_invocations,
+            "powertools_ms_per_invocation": round(per_invocation * 1000, 4),
+            "info_logging_ms_per_invocation": round(logs * 1000, 4),
+            "info_logging_share_of_an_event": round(logs / seconds_per_event, 5)}
+
+
+def copy_bodies(db: Database, bodies: list[str]) -> dict[str, int]:
+    """raw COPY starting from the same input as the worker: each body parsed, its releases copied."""
+    run = db.connection.run
+    for body in bodies:
+        page = json.loads(body)["page"]["releases"]
+        text = "\n".join(map(copy_line, page)) + "\n"
+        run(_COPY_SQL, stream=[text.encode("utf-8")])
+    return {}
 
 
 def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
@@ -922,24 +963,25 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: argparse.Na
                          f"{run.seconds:.2f} s = {run.rate:,.0f} rel/s, {run.mb_per_second:.1f} MB/s, "
                          f"{run.wire_per_page:.2f} RT/message on the wire ({run.self_per_page:.2f} self-counted)")
         pages = paginate(releases, args.worker_per_message)
-        copy_tries = [bench.measure(strategy="raw COPY (physical limit)", size="worker", database=WORKER_DATABASE,
-                                    table="raw_releases", delay=0.0, pages=pages, page_size=args.worker_per_message,
-                                    mean_bytes=mean, body=raw_copy) for _ in range(max(1, args.repeat))]
-        copy_run = min(copy_tries, key=lambda item: item.seconds)
-        copy_run.all_seconds = [round(item.seconds, 4) for item in copy_tries]
-        runs.append(copy_run)
-        progress(f"[worker] raw COPY, pages of {args.worker_per_message}: {copy_run.rate:,.0f} rel/s")
+        for name, body in ((COPY_NAME, raw_copy), (COPY_BODIES_NAME, lambda db, _pages: copy_bodies(db, bodies))):
+            copy_tries = [bench.measure(strategy=name, size="worker", database=WORKER_DATABASE,
+                                        table="raw_releases", delay=0.0, pages=pages,
+                                        page_size=args.worker_per_message, mean_bytes=mean, body=body)
+                          for _ in range(max(1, args.repeat))]
+            copy_run = min(copy_tries, key=lambda item: item.seconds)
+            copy_run.all_seconds = [round(item.seconds, 4) for item in copy_tries]
+            runs.append(copy_run)
+            progress(f"[worker] {name}, pages of {args.worker_per_message}: {copy_run.rate:,.0f} rel/s")
         subset = max(1, min(len(events), args.worker_client_events))
-        client_bodies = [record["body"] for event in events[:subset] for record in event["Records"]]
-        info["client_side"] = worker_client_side(module, events[:subset], client_bodies,
-                                                 args.worker_strategies[0], sink)
+        info["client_side"] = worker_client_side(module, events[:subset], args.worker_strategies[0], sink,
+                                                 args.worker_overhead_invocations)
         client = info["client_side"]
         progress(f"[worker] client side without a database ({client['releases']:,} releases, "
                  f"{client['invocations']} invocations): body json.loads {client['body_parse_seconds']:.2f} s, "
                  f"Worker.process {client['worker_process_seconds']:.2f} s, whole handler "
                  f"{client['handler_seconds']:.2f} s ({client['handler_rate']:,.0f} rel/s); Powertools "
-                 f"{client['powertools_ms_per_invocation']:.2f} ms/invocation, INFO logs would add "
-                 f"{client['info_logging_ms_per_invocation']:.2f} ms/invocation")
+                 f"{client['powertools_ms_per_invocation']:.3f} ms/invocation, INFO logs would add "
+                 f"{client['info_logging_ms_per_invocation']:.3f} ms/invocation")
     finally:
         sink.close()
         os.environ.pop("DATABASE_URL", None)
@@ -995,25 +1037,31 @@ def print_worker(info: dict[str, Any] | None, memory: dict[str, Any] | None,
 
 def print_worker_runs(info: dict[str, Any]) -> None:
     runs: list[Run] = info["run_objects"]
-    copy_run = next((run for run in runs if run.strategy.startswith("raw COPY")), None)
+    copy_run = next((run for run in runs if run.strategy == COPY_NAME), None)
+    copy_bodies_run = next((run for run in runs if run.strategy == COPY_BODIES_NAME), None)
     print(f"\n=== worker: handler.worker.lambda_handler in-process, {info['releases']:,} releases (mean "
           f"{info['mean_bytes']:,} B) in {info['messages']} inline messages of {info['per_message']} releases "
           f"(mean body {info['body_bytes_mean'] / 1e3:,.0f} KB), {info['events']} events of "
           f"{info['records_per_event']} records ===")
     print("(timed from the event dicts to committed rows: body JSON parsing, Powertools, the engine, commits; a warm "
           "container:\n connected and prepared by one warm-up invocation first; vs COPY = rel/s / raw COPY rel/s of "
-          "the same releases in pages of the same size;\n RT/msg = round trips per message, on the wire (proxy) and "
-          f"self-counted; vs 0 ms = rel/s at 1 ms / the same at 0 ms; best of {info['repeat']})")
+          "the same releases in pages of the same size,\n from the release dicts as in the tables above (the "
+          "target); vs COPY(b) = the same against raw COPY starting from the bodies (json.loads included);\n"
+          " RT/msg = round trips per message, on the wire (proxy) and self-counted; vs 0 ms = rel/s at 1 ms / the "
+          f"same at 0 ms;\n client, backend, wall in seconds; best of {info['repeat']})")
     header = (f"{'strategy':<28} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'vs COPY':>8} "
-              f"{'RT/msg wire':>11} {'RT/msg self':>11} {'vs 0 ms':>8} {'client':>7} {'backend':>7} {'wall':>6}")
+              f"{'vs COPY(b)':>10} {'RT/msg wire':>11} {'RT/msg self':>11} {'vs 0 ms':>8} {'client':>7} "
+              f"{'backend':>7} {'wall':>6}")
     print(header)
     print("-" * len(header))
     for run in runs:
+        worker = run.strategy.startswith("worker")
         versus_copy = f"{run.rate / copy_run.rate:.0%}" if copy_run and run is not copy_run else "-"
+        versus_bodies = f"{run.rate / copy_bodies_run.rate:.0%}" if copy_bodies_run and worker else "-"
         loopback = _loopback_of(runs, run) if run.delay_ms else None
         versus = f"{run.rate / loopback.rate:.0%}" if loopback and loopback.rate else "-"
         print(f"{run.strategy:<28} {run.delay_ms:>3g}ms {run.releases:>8,} {_fmt_int(run.rate):>8} "
-              f"{run.mb_per_second:>6.1f} {versus_copy:>8} {_fmt_opt(run.wire_per_page):>11} "
+              f"{run.mb_per_second:>6.1f} {versus_copy:>8} {versus_bodies:>10} {_fmt_opt(run.wire_per_page):>11} "
               f"{_fmt_opt(run.self_per_page):>11} {versus:>8} {run.client_cpu:>7.2f} {run.backend_cpu:>7.2f} "
               f"{run.seconds:>6.2f}")
     client = info.get("client_side")
@@ -1021,9 +1069,11 @@ def print_worker_runs(info: dict[str, Any]) -> None:
         print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
               f"invocations: json.loads of the bodies {client['body_parse_seconds']:.2f} s, Worker.process "
               f"{client['worker_process_seconds']:.2f} s,\n whole handler {client['handler_seconds']:.2f} s = "
-              f"{client['handler_rate']:,.0f} rel/s; Powertools {client['powertools_ms_per_invocation']:.2f} ms per "
-              f"invocation; its INFO logs (silenced in the timed runs) would add "
-              f"{client['info_logging_ms_per_invocation']:.2f} ms per invocation")
+              f"{client['handler_rate']:,.0f} rel/s; the handler's fixed cost (Powertools; "
+              f"{client['overhead_invocations']} invocations of five one-release pages) "
+              f"{client['powertools_ms_per_invocation']:.3f} ms per invocation;\n its INFO logs, silenced in the "
+              f"timed runs, would add {client['info_logging_ms_per_invocation']:.3f} ms per invocation = "
+              f"{client['info_logging_share_of_an_event']:.3%} of an invocation of the timed events")
 
 
 def print_worker_resources(memory: dict[str, Any] | None, imports: dict[str, Any] | None) -> None:
@@ -1073,7 +1123,7 @@ def worker_targets(info: dict[str, Any] | None, memory: dict[str, Any] | None,
     results: list[dict[str, Any]] = []
     if info:
         runs: list[Run] = info["run_objects"]
-        copy_run = next((run for run in runs if run.strategy.startswith("raw COPY")), None)
+        copy_run = next((run for run in runs if run.strategy == COPY_NAME), None)
         for strategy in info["strategies"]:
             name = f"worker [{strategy}]"
             fast = next((run for run in runs if run.strategy == name and run.delay_ms == 0), None)
@@ -1145,6 +1195,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategies", default=",".join(s for s in STRATEGIES if s != DEFAULT_STRATEGY),
                         help="the engine's other write strategies to run as well, comma-separated "
                              f"(default: %(default)s; the default one, {DEFAULT_STRATEGY}, always runs)")
+    parser.add_argument("--replay-strategies", default="unnest",
+                        help="other write strategies whose replay (every release unchanged) is timed too "
+                             "(default: %(default)s; the default strategy's replay always runs)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed of the synthetic releases")
     parser.add_argument("--pg-bin", type=Path, help="PostgreSQL bin directory (default: the wheel's)")
     parser.add_argument("--explain", action="store_true",
@@ -1161,6 +1214,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     worker.add_argument("--worker-strategies", default="json,unnest", help="WRITE_STRATEGY values to run")
     worker.add_argument("--worker-client-events", type=int, default=4,
                         help="events used to time the handler's client side without a database (default 4)")
+    worker.add_argument("--worker-overhead-invocations", type=int, default=200,
+                        help="invocations of a five-tiny-page event timing the handler's fixed cost (default 200)")
     worker.add_argument("--memory-page-bytes", type=int, default=950_000,
                         help="bytes of each inline body of the memory probe's event (default 950000)")
     worker.add_argument("--memory-records", type=int, default=5, help="records of the memory probe's event")
@@ -1175,6 +1230,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.per_row_1ms = args.per_row_1ms if args.per_row_1ms is not None else 500 // divide
     args.strategies = [name for name in args.strategies.split(",") if name and name != DEFAULT_STRATEGY]
     args.worker_strategies = [name for name in args.worker_strategies.split(",") if name]
+    args.replay_strategies = [name for name in args.replay_strategies.split(",")
+                              if name and name != DEFAULT_STRATEGY]
+    if set(args.replay_strategies) - set(STRATEGIES):
+        parser.error(f"unknown replay strategies; the engine has {', '.join(STRATEGIES)}")
     args.import_repeat = args.import_repeat if args.import_repeat is not None else (7 if args.quick else 9)
     if set(args.worker_strategies) - set(STRATEGIES):
         parser.error(f"unknown worker strategies; the engine has {', '.join(STRATEGIES)}")
@@ -1244,6 +1303,12 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
                                  pages=pages, body=engine, prepare=engine_prepare, truncate=False))
             if replay.counts.get("unchanged") != len(releases):
                 raise SystemExit(f"the replay was not all unchanged: {replay.counts}")
+            for strategy in args.replay_strategies:
+                body, prepare = engine_with(strategy)
+                other = record(best(strategy=f"engine [{strategy}], replay", table="releases", delay=delay,
+                                    pages=pages, body=body, prepare=prepare, truncate=False))
+                if other.counts.get("unchanged") != len(releases):
+                    raise SystemExit(f"the [{strategy}] replay was not all unchanged: {other.counts}")
         record(best(strategy="raw COPY (physical limit)", table="raw_releases", delay=delay, pages=pages,
                     body=raw_copy))
         if delay == 0:

@@ -123,6 +123,8 @@ def event_bytes(event: dict[str, Any]) -> bytes:
 
 # --- memory -------------------------------------------------------------------------------------------------
 
+_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
 
 def probe_memory(workdir: Path, database_url: str, event: dict[str, Any], warm: dict[str, Any], *,
                  trace: bool = False, timeout: float = 300) -> dict[str, Any]:
@@ -133,7 +135,10 @@ def probe_memory(workdir: Path, database_url: str, event: dict[str, Any], warm: 
     warm_path.write_bytes(event_bytes(warm))
     env = {**os.environ, **POWERTOOLS_ENV, "DATABASE_URL": database_url}
     env.pop("WRITE_STRATEGY", None)
-    command = [sys.executable, str(PROBE), "memory", "--warm", str(warm_path), "--event", str(event_path)]
+    # Through a small launcher: a process exec'd straight from this big one starts with ru_maxrss already at
+    # this process's resident set (Linux keeps the pre-exec high-water mark), which would hide the probe's own.
+    command = [sys.executable, "-c", _LAUNCHER, sys.executable, str(PROBE), "memory", "--warm", str(warm_path),
+               "--event", str(event_path)]
     if trace:
         command.append("--tracemalloc")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -83,6 +83,25 @@ def database_connector() -> Callable[[], Database]:
 
 
 def sources() -> dict[str, Source]:
+    """The sources configuration, with each source's auth secret (a JSON object of headers) merged in."""
+    configured = _configured_sources()
+    with_secrets = {name: source for name, source in configured.items() if source.auth_secret_arn}
+    if not with_secrets:
+        return configured
+    from dataclasses import replace
+
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    for name, source in with_secrets.items():
+        headers = get_secret(source.auth_secret_arn, transform="json", max_age=_SECRET_MAX_AGE_SECONDS)
+        if not isinstance(headers, dict) or not all(isinstance(value, str) for value in headers.values()):
+            raise ConfigurationError(f"source {name!r}: the secret {source.auth_secret_arn} must be a JSON object "
+                                     "of header names and values, e.g. {\"Authorization\": \"Bearer …\"}")
+        configured[name] = replace(source, headers={**source.headers, **headers})
+    return configured
+
+
+def _configured_sources() -> dict[str, Source]:
     env = os.environ
     if env.get("SOURCES_FILE"):
         path = Path(env["SOURCES_FILE"])

@@ -162,6 +162,7 @@ class Harvester:
     margin_seconds: float = DEFAULT_MARGIN_SECONDS
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     sleep: Callable[[float], None] = time.sleep
+    _last_request: float = field(default=float("-inf"), init=False)
 
     def run(self, source: Source, *, backfill: tuple[str, str | None] | None = None) -> HarvestResult:
         result = HarvestResult(source.name, run_id=f"{source.name}-{self.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
@@ -221,6 +222,12 @@ class Harvester:
         return with_query(source.start_url, **params)
 
     def _fetch(self, url: str, source: Source) -> tuple[ParsedPage, bytes]:
+        # Politeness: at most requests_per_second requests from this walk (workers fetching URL messages are
+        # bounded by the queue's concurrency instead).
+        wait = self._last_request + 1.0 / source.requests_per_second - time.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        self._last_request = time.monotonic()
         fetched = self.fetcher.get(url, source)
         return parse_page(fetched.body, url), fetched.body
 

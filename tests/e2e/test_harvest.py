@@ -40,7 +40,7 @@ class Pipeline:
 
     def source(self, **fields: Any) -> Source:
         return parse_source({"name": "local", "allowed_hosts": ["127.0.0.1"], "allow_private_network": True,
-                             **fields})
+                             "requests_per_second": 1000, **fields})
 
     def harvester(self, seconds_left: Any = lambda: 900.0, sender: Any = None) -> Harvester:
         fetcher = Fetcher(new_polite_client(attempts=3, backoff_factor=0.01, default_429_wait=0.05,
@@ -208,3 +208,12 @@ def test_the_harvest_command_runs_the_local_pipeline_against_an_api(
     assert "releases         82 inserted, 0 updated, 0 unchanged, 0 rejected" in out
     assert "0 in the DLQ" in out
     assert db.run("SELECT count(*), min(source), max(source) FROM releases", "r") == [[82, "api", "api"]]
+
+
+def test_the_walk_keeps_to_the_sources_requests_per_second(pipeline: Pipeline) -> None:
+    source = pipeline.source(start_url=pipeline.publisher.base_url + "/keyset?limit=30", requests_per_second=4)
+    waits: list[float] = []
+    harvester = pipeline.harvester()
+    harvester.sleep = waits.append  # recorded, not slept: the clock does not advance between requests
+    assert harvester.run(source).pages == 3
+    assert len(waits) == 2 and all(0.2 < wait <= 0.25 for wait in waits)
