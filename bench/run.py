@@ -990,39 +990,59 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: argparse.Na
     return info
 
 
+def _wide(release: dict[str, Any]) -> dict[str, Any]:
+    """The release with curly quotes in its title, as real notices have: its text no longer fits in Latin-1."""
+    tender = release["tender"]
+    return {**release, "tender": {**tender, "title": f"\u201c{tender['title']}\u201d"}}
+
+
 def worker_memory(bench: Bench, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Peak RSS of one full invocation in a fresh interpreter (bench/worker_probe.py), then where it goes."""
+    """Peak RSS of one full invocation in a fresh interpreter (bench/worker_probe.py), then where it goes.
+
+    Twice: with the synthetic releases as they are (all their text is Latin-1, so CPython keeps every body in
+    one byte per character) and with curly quotes in each title (two bytes per character, as with most real
+    data); the target applies to the larger.
+    """
     bench.create_database(MEMORY_DATABASE)
     needed = args.memory_records * (args.memory_page_bytes // 3_000 + 1)  # releases are >= ~3.2 KB
     releases = generate(needed, 4_000, 3_000_000, args.seed + 3_000_000)
-    bodies = worker_bench.bodies_of_size(releases, args.memory_records, args.memory_page_bytes, SOURCE,
-                                         first_number=3_000_000)
-    event = worker_bench.events(bodies, args.memory_records, SOURCE, first_number=3_000_000)[0]
-    warm = worker_bench.tiny_event(SOURCE, 3_900_000)
-    payload = len(worker_bench.event_bytes(event))
     url = bench.server.url_for(MEMORY_DATABASE)
-    info: dict[str, Any] = {"records": len(bodies), "body_bytes": [len(body.encode("utf-8")) for body in bodies],
-                            "releases_per_body": [body.count('"ocid":"') for body in bodies],
-                            "payload_bytes": payload, "payload_limit_bytes": worker_bench.LAMBDA_PAYLOAD_LIMIT,
-                            "target_mib": worker_bench.TARGET_ADDED_PEAK_MIB}
-    progress(f"[memory] one invocation of {len(bodies)} records, bodies {sum(info['body_bytes']) / 1e6:.2f} MB "
-             f"({', '.join(f'{size / 1e3:.0f} KB' for size in info['body_bytes'])}), payload {payload / 1e6:.2f} MB "
-             f"(Lambda limit {worker_bench.LAMBDA_PAYLOAD_LIMIT / 1e6:.2f} MB)")
-    clean = worker_bench.probe_memory(workdir, url, event, warm)
-    expected = sum(info["releases_per_body"]) + 1
-    stored = bench.count(MEMORY_DATABASE, "releases")
-    if clean["failures"] or stored != expected:
-        raise SystemExit(f"the memory probe's invocation failed: {clean['failures']}, {stored} rows (expected "
-                         f"{expected})")
-    info["clean"] = clean
-    info["added_peak_mib"] = clean["added_peak_mib"]
-    info["pass"] = clean["added_peak_mib"] <= worker_bench.TARGET_ADDED_PEAK_MIB
-    progress(f"[memory] warm RSS {clean['kib']['rss_before'] / 1024:.1f} MiB; added peak "
-             f"{clean['added_peak_mib']:.1f} MiB (event built: +{clean['event_built_added_mib']:.1f} MiB; "
-             f"ru_maxrss delta {clean['maxrss_delta_mib']:.1f} MiB); invocation {clean['invoke_seconds']:.2f} s")
+    warm = worker_bench.tiny_event(SOURCE, 3_900_000)
+    info: dict[str, Any] = {"target_mib": worker_bench.TARGET_ADDED_PEAK_MIB,
+                            "payload_limit_bytes": worker_bench.LAMBDA_PAYLOAD_LIMIT, "variants": {}}
+    events: dict[str, dict[str, Any]] = {}
+    for variant, pool in (("latin-1", releases), ("wide", [_wide(release) for release in releases])):
+        bodies = worker_bench.bodies_of_size(pool, args.memory_records, args.memory_page_bytes, SOURCE,
+                                             first_number=3_000_000)
+        event = events[variant] = worker_bench.events(bodies, args.memory_records, SOURCE,
+                                                      first_number=3_000_000)[0]
+        payload = len(worker_bench.event_bytes(event))
+        body_bytes = [len(body.encode("utf-8")) for body in bodies]
+        releases_per_body = [body.count('"ocid":"') for body in bodies]
+        progress(f"[memory] {variant}: one invocation of {len(bodies)} records, bodies "
+                 f"{sum(body_bytes) / 1e6:.2f} MB ({', '.join(f'{size / 1e3:.0f} KB' for size in body_bytes)}), "
+                 f"payload {payload / 1e6:.2f} MB (Lambda limit {worker_bench.LAMBDA_PAYLOAD_LIMIT / 1e6:.2f} MB)")
+        bench.reset(MEMORY_DATABASE, "releases")
+        clean = worker_bench.probe_memory(workdir, url, event, warm, name=variant)
+        expected = sum(releases_per_body) + 1
+        stored = bench.count(MEMORY_DATABASE, "releases")
+        if clean["failures"] or stored != expected:
+            raise SystemExit(f"the memory probe's invocation failed: {clean['failures']}, {stored} rows "
+                             f"(expected {expected})")
+        info["variants"][variant] = {"records": len(bodies), "body_bytes": body_bytes,
+                                     "releases_per_body": releases_per_body, "payload_bytes": payload,
+                                     "clean": clean}
+        progress(f"[memory] {variant}: warm RSS {clean['kib']['rss_before'] / 1024:.1f} MiB; added peak "
+                 f"{clean['added_peak_mib']:.1f} MiB (the event alone +{clean['event_built_added_mib']:.1f} MiB; "
+                 f"ru_maxrss delta {clean['maxrss_delta_mib']:.1f} MiB); invocation {clean['invoke_seconds']:.2f} s")
+    worst = max(info["variants"], key=lambda name: info["variants"][name]["clean"]["added_peak_mib"])
+    info["worst"] = worst
+    info["added_peak_mib"] = info["variants"][worst]["clean"]["added_peak_mib"]
+    info["pass"] = info["added_peak_mib"] <= worker_bench.TARGET_ADDED_PEAK_MIB
     if not args.no_tracemalloc:
         bench.reset(MEMORY_DATABASE, "releases")  # the same rows again: inserted, not unchanged
-        traced = worker_bench.probe_memory(workdir, url, event, warm, trace=True)
+        traced = worker_bench.probe_memory(workdir, url, events[worst], warm, name=worst, trace=True)
+        info["tracemalloc_variant"] = worst
         info["tracemalloc"] = traced.get("tracemalloc")
         info["tracemalloc_run_added_peak_mib"] = traced["added_peak_mib"]
     return info
@@ -1078,27 +1098,34 @@ def print_worker_runs(info: dict[str, Any]) -> None:
 
 def print_worker_resources(memory: dict[str, Any] | None, imports: dict[str, Any] | None) -> None:
     if memory:
-        clean = memory["clean"]
-        kib = clean["kib"]
-        print(f"\nmemory (fresh interpreter, after a warm-up invocation): event of {memory['records']} records, bodies "
-              f"{sum(memory['body_bytes']):,} B ({', '.join(f'{size / 1e3:.0f} KB' for size in memory['body_bytes'])}"
-              f"), payload {memory['payload_bytes']:,} B (limit {memory['payload_limit_bytes']:,})")
-        print(f"  warm RSS {kib['rss_before'] / 1024:.1f} MiB (peak so far {kib['hwm_before'] / 1024:.1f} MiB); "
-              f"peak during the invocation {kib['hwm_after'] / 1024:.1f} MiB; added peak "
-              f"{clean['added_peak_mib']:.1f} MiB (target <= {memory['target_mib']} MiB: "
-              f"{'PASS' if memory['pass'] else 'FAIL'})")
-        print(f"  of which the event alone (payload bytes + parsed dict): {clean['event_built_added_mib']:.1f} MiB; "
-              f"ru_maxrss after - before: {clean['maxrss_delta_mib']:.1f} MiB; still resident after: "
-              f"{clean['retained_after_mib']:.1f} MiB; invocation {clean['invoke_seconds']:.2f} s")
+        print(f"\nmemory (fresh interpreter each; one full invocation after a warm-up invocation; added peak = VmHWM "
+              f"after - VmRSS before the event was read,\n the peak reset just before; target <= "
+              f"{memory['target_mib']} MiB on the larger):")
+        for variant, item in memory["variants"].items():
+            clean = item["clean"]
+            kib = clean["kib"]
+            print(f"  {variant:<8} event of {item['records']} records, bodies {sum(item['body_bytes']):,} B "
+                  f"({', '.join(f'{size / 1e3:.0f} KB' for size in item['body_bytes'])}; "
+                  f"{sum(item['releases_per_body']):,} releases), payload {item['payload_bytes']:,} B (limit "
+                  f"{memory['payload_limit_bytes']:,})")
+            print(f"           warm RSS {kib['rss_before'] / 1024:.1f} MiB (peak so far {kib['hwm_before'] / 1024:.1f}"
+                  f" MiB); peak during the invocation {kib['hwm_after'] / 1024:.1f} MiB; added peak "
+                  f"{clean['added_peak_mib']:.1f} MiB (ru_maxrss after - before {clean['maxrss_delta_mib']:.1f} MiB)")
+            print(f"           the event alone (payload bytes + parsed dict): +{clean['event_built_added_mib']:.1f} "
+                  f"MiB; still resident after: +{clean['retained_after_mib']:.1f} MiB; invocation "
+                  f"{clean['invoke_seconds']:.2f} s")
+        print(f"  added peak {memory['added_peak_mib']:.1f} MiB ({memory['worst']}): "
+              f"{'PASS' if memory['pass'] else 'FAIL'}")
         traced = memory.get("tracemalloc")
         if traced:
-            print(f"  tracemalloc (another fresh interpreter): Python peak {traced['peak_mib']:.1f} MiB; biggest "
-                  f"holders in a snapshot at {traced['snapshot_at_mib']:.1f} MiB traced:")
+            print(f"  tracemalloc ({memory['tracemalloc_variant']}, another fresh interpreter): Python peak "
+                  f"{traced['peak_mib']:.1f} MiB; biggest holders in a snapshot at {traced['snapshot_at_mib']:.1f} "
+                  f"MiB traced:")
             for item in traced.get("by_line", [])[:10]:
                 print(f"    {item['mib']:>6.2f} MiB {item['blocks']:>8,} blocks  {item['where']}")
-            print("  by call path (our frames, outermost first -> where the library allocated):")
+            print("  by call path (our frames, outermost first -> where the allocation happened):")
             for item in traced.get("by_path", [])[:8]:
-                path = " > ".join(frame.split("/")[-1] for frame in item["our_frames"]) or "(no frame of ours)"
+                path = " > ".join(item["our_frames"]) or "(no frame of ours)"
                 print(f"    {item['mib']:>6.2f} MiB  {path} -> {item['allocated_at']}")
     if imports:
         print(f"\ncold import (fresh interpreters, {imports['repeat']} each, alternated; in-process, from the first "
@@ -1144,9 +1171,10 @@ def worker_targets(info: dict[str, Any] | None, memory: dict[str, Any] | None,
                                 "value": round(value, 3), "display": f"{value:.0%}", "pass": value >= TARGET_LATENCY})
     if memory:
         value = memory["added_peak_mib"]
+        worst = memory["variants"][memory["worst"]]
         results.append({"size": "worker", "target": f"added peak RSS <= {worker_bench.TARGET_ADDED_PEAK_MIB} MiB",
-                        "value": value, "display": f"{value:.1f} MiB ({sum(memory['body_bytes']) / 1e6:.2f} MB of "
-                                                   f"bodies in {memory['records']} records)",
+                        "value": value, "display": f"{value:.1f} MiB ({sum(worst['body_bytes']) / 1e6:.2f} MB of "
+                                                   f"bodies in {worst['records']} records, {memory['worst']})",
                         "pass": memory["pass"]})
     if imports:
         value = imports["ratio_median"]

@@ -127,9 +127,9 @@ _LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
 def probe_memory(workdir: Path, database_url: str, event: dict[str, Any], warm: dict[str, Any], *,
-                 trace: bool = False, timeout: float = 300) -> dict[str, Any]:
+                 name: str = "memory", trace: bool = False, timeout: float = 300) -> dict[str, Any]:
     """Run bench/worker_probe.py memory in a fresh interpreter and return its result."""
-    event_path, warm_path = workdir / "memory_event.json", workdir / "memory_warm.json"
+    event_path, warm_path = workdir / f"{name}_event.json", workdir / f"{name}_warm.json"
     if not event_path.exists():
         event_path.write_bytes(event_bytes(event))
     warm_path.write_bytes(event_bytes(warm))
