@@ -517,30 +517,37 @@ class _Walker:
                 return
             yield from self.emit.value(value, position)
 
-    def _array(self, position: str) -> Iterator[Item]:
+    def _elements(self, position: str) -> Iterator[tuple[str, int, Any, str | None, _ItemError | None]]:
+        """The elements of the array at pos, each parsed on its own: (position, absolute start, value, raw text,
+        error). The caller may move ``pos`` (to walk a bad element) before asking for the next one."""
         self._expect("[")
         if self._peek() == "]":
             self.pos += 1
             return
         index = 0
         while True:
-            element_position = f"{position}/{index}"
             self._skip_ws()
             start = self.at()
             try:
                 value, raw = self._item()
             except _ItemError as error:
-                if self.text(start, start + 1) == "{":
-                    # A package or release with one bad part: walk it to isolate the part.
-                    self.pos = start - self.base
-                    yield from self._object(element_position, NO_PACKAGE)
-                else:
-                    yield Unreadable(error.reason, error.detail, self.text(start), element_position)
+                yield f"{position}/{index}", start, None, None, error
             else:
-                yield from self.emit.element(value, element_position, NO_PACKAGE)
+                yield f"{position}/{index}", start, value, raw, None
             index += 1
             if self._expect(",]") == "]":
                 return
+
+    def _array(self, position: str) -> Iterator[Item]:
+        for element_position, start, value, _, error in self._elements(position):
+            if error is None:
+                yield from self.emit.element(value, element_position, NO_PACKAGE)
+            elif self.text(start, start + 1) == "{":
+                # A package or release with one bad part: walk it to isolate the part.
+                self.pos = start - self.base
+                yield from self._object(element_position, NO_PACKAGE)
+            else:
+                yield Unreadable(error.reason, error.detail, self.text(start), element_position)
 
     def _object(self, position: str, package: Package) -> Iterator[Item]:
         """Walk an object member by member; stream its releases/records arrays item by item."""
@@ -607,27 +614,13 @@ class _Walker:
                 return
 
     def _members_array(self, key: str, position: str, package: Package) -> Iterator[Item]:
-        self._expect("[")
-        if self._peek() == "]":
-            self.pos += 1
-            return
-        index = 0
-        while True:
-            element_position = f"{position}/{index}"
-            self._skip_ws()
-            start = self.at()
-            try:
-                value, raw = self._item()
-            except _ItemError as error:
+        for element_position, start, value, raw, error in self._elements(position):
+            if error is not None:
                 yield Unreadable(error.reason, error.detail, self.text(start), element_position)
+            elif key == "releases":
+                yield from self.emit.release(value, element_position, package, raw)
             else:
-                if key == "releases":
-                    yield from self.emit.release(value, element_position, package, raw)
-                else:
-                    yield from self.emit.record(value, element_position, package)
-            index += 1
-            if self._expect(",]") == "]":
-                return
+                yield from self.emit.record(value, element_position, package)
 
 
 def _parse_item(raw: str) -> Any:

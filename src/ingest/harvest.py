@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import dropwhile, islice
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -289,22 +290,24 @@ class Harvester:
             result.pages += 1
             result.messages += 1
             result.releases += page.releases
-        pending: list[tuple[str, str]] = []
-        skipping = resume_after is not None
-        for cursor, url in self._enumerated_urls(source, first_url, page):
-            if skipping:
-                skipping = cursor != resume_after
-                continue
-            pending.append((cursor, url))
-            if len(pending) == 10:
-                if not self._send_urls(source, state, result, pending, backfill):
-                    return
-                pending = []
-        if pending and not self._send_urls(source, state, result, pending, backfill):
+        entries = self._enumerated_urls(source, first_url, page)
+        if resume_after is not None:
+            entries = dropwhile(lambda entry: entry[0] != resume_after, entries)
+            next(entries, None)  # the page the cursor names was sent already
+        if not self._enqueue(source, state, result, entries, backfill):
             return
         result.status = "complete"
         watermark = max(filter(None, [state.watermark, page.newest]), default=None)
         self._save(source, HarvestState(None, watermark, self.now()), backfill)
+
+    def _enqueue(self, source: Source, state: HarvestState, result: HarvestResult,
+                 entries: Iterator[tuple[str, str]], backfill: Any) -> bool:
+        """Send (cursor, url) entries as URL messages, ten per SQS batch, saving the cursor after each batch.
+        Returns False when the time budget stopped it."""
+        while pending := list(islice(entries, 10)):
+            if not self._send_urls(source, state, result, pending, backfill):
+                return False
+        return True
 
     def _send_urls(self, source: Source, state: HarvestState, result: HarvestResult,
                    pending: list[tuple[str, str]], backfill: Any) -> bool:
@@ -325,19 +328,17 @@ class Harvester:
         start = parse_date(start_text)[0]
         until = parse_date(backfill[1])[0] if backfill and backfill[1] else self.now()
         step = timedelta(days=source.window_days)
-        pending: list[tuple[str, str]] = []
-        while start < until:
-            end = min(start + step, until)
-            params: dict[str, Any] = {source.from_parameter: _iso(start), source.until_parameter: _iso(end)}
-            if source.page_size_parameter and source.page_size:
-                params[source.page_size_parameter] = source.page_size
-            pending.append((_iso(end), with_query(source.start_url, **params)))
-            start = end
-            if len(pending) == 10:
-                if not self._send_urls(source, state, result, pending, backfill):
-                    return
-                pending = []
-        if pending and not self._send_urls(source, state, result, pending, backfill):
+
+        def windows(start: datetime) -> Iterator[tuple[str, str]]:
+            while start < until:
+                end = min(start + step, until)
+                params: dict[str, Any] = {source.from_parameter: _iso(start), source.until_parameter: _iso(end)}
+                if source.page_size_parameter and source.page_size:
+                    params[source.page_size_parameter] = source.page_size
+                yield _iso(end), with_query(source.start_url, **params)
+                start = end
+
+        if not self._enqueue(source, state, result, windows(start), backfill):
             return
         result.status = "complete"
         self._save(source, HarvestState(None, until, self.now()), backfill)

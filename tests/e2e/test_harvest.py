@@ -217,3 +217,22 @@ def test_the_walk_keeps_to_the_sources_requests_per_second(pipeline: Pipeline) -
     harvester.sleep = waits.append  # recorded, not slept: the clock does not advance between requests
     assert harvester.run(source).pages == 3
     assert len(waits) == 2 and all(0.2 < wait <= 0.25 for wait in waits)
+
+
+def test_an_enumerated_walk_stopped_by_its_time_budget_resumes_after_the_last_batch(pipeline: Pipeline) -> None:
+    source = pipeline.source(start_url=pipeline.publisher.base_url + "/pages", pagination="page_number",
+                             page_size_parameter="page_size", page_size=5)
+    budget = iter([900.0, 1.0])  # the first batch of ten URL messages fits, then the time is up
+    first = pipeline.harvester(seconds_left=lambda: next(budget, 1.0)).run(source)
+    assert (first.status, first.pages, first.messages) == ("paused", 1, 11)  # page 1 inline + pages 2-11
+    second = pipeline.harvester().run(source)
+    assert (second.status, second.pages, second.messages) == ("complete", 0, 6)  # pages 12-17, nothing twice
+    bodies = []
+    while batch := pipeline.sqs.receive_message(QueueUrl=pipeline.queue_url, MaxNumberOfMessages=10,
+                                                VisibilityTimeout=0).get("Messages"):
+        for message in batch:
+            bodies.append(json.loads(message["Body"]))
+            pipeline.sqs.delete_message(QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    pages = sorted(int(body["url"].split("page=")[1].split("&")[0]) for body in bodies if "url" in body)
+    assert pages == list(range(2, 18))
+    assert sum("page" in body for body in bodies) == 1
