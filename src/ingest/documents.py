@@ -703,9 +703,9 @@ def read_text(text: str) -> Document:
     return Document(text=text)
 
 
-def read_value(value: Any) -> Iterator[Item]:
-    """Items from an already parsed JSON value (releases handed over as Python objects)."""
-    return _Emitter(DocumentStats()).value(value, "")
+def read_value(value: Any, stats: DocumentStats | None = None) -> Iterator[Item]:
+    """Items from an already parsed JSON value (releases handed over as Python objects); ``stats`` fills in."""
+    return _Emitter(stats if stats is not None else DocumentStats()).value(value, "")
 
 
 def read_stream(binary: io.BufferedIOBase) -> Document:

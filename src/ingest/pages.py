@@ -71,7 +71,7 @@ def _document(page: Any) -> tuple[Iterable[Item], documents.DocumentStats]:
         document = documents.read_text(page)
         return document.items(), document.stats
     stats = documents.DocumentStats()
-    return documents._Emitter(stats).value(page, ""), stats
+    return documents.read_value(page, stats), stats
 
 
 def _rows(items: Iterable[Item], source: str) -> tuple[list[ReleaseRow], list[Rejection], list[CompiledRow], int]:
