@@ -11,11 +11,14 @@ module builds the events and runs the two measurements that need a fresh interpr
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +28,7 @@ from ingest.messages import inline_raw
 from ingest.queue import lambda_event
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 PROBE = HERE / "worker_probe.py"
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:ocds-ingest-pages"
 REGION = "eu-west-1"
@@ -192,11 +196,50 @@ def _importtime(stderr: str) -> dict[str, int]:
     return times
 
 
-def cold_import(repeat: int, importtime_runs: int = 3) -> dict[str, Any]:
-    env = {**os.environ, **POWERTOOLS_ENV}
+def _provided_by_runtime() -> tuple[str, ...]:
+    """What tools/build_lambda.py leaves out of the package because the Lambda runtime has it."""
+    fallback = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "python_dateutil", "six")
+    spec = importlib.util.spec_from_file_location("build_lambda", ROOT / "tools" / "build_lambda.py")
+    if spec is None or spec.loader is None:
+        return fallback
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return tuple(getattr(module, "PROVIDED_BY_RUNTIME", fallback))
+    except (OSError, ImportError):  # noqa: PERF203 - once
+        return fallback
+
+
+def _as_deployed(cache: Path, deployed: Path) -> None:
+    """A copy of the bytecode cache without what the deployment package would bring uncompiled.
+
+    tools/build_lambda.py deletes every __pycache__ from the package and /var/task is read-only, so in Lambda
+    our modules and the packaged libraries are compiled from source at every cold start; the standard library
+    and what the runtime provides (boto3, botocore, ...) keep their bytecode.
+    """
+    shutil.rmtree(deployed, ignore_errors=True)
+    shutil.copytree(cache, deployed)
+    shutil.rmtree(deployed / str(ROOT / "src").lstrip(os.sep), ignore_errors=True)
+    provided = set(_provided_by_runtime())
+    site = deployed / sysconfig.get_paths()["purelib"].lstrip(os.sep)
+    if site.is_dir():
+        for entry in site.iterdir():
+            if entry.name.split(".")[0] not in provided:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+
+
+def cold_import(repeat: int, workdir: Path, importtime_runs: int = 3, deployed_repeat: int = 5) -> dict[str, Any]:
+    """Fresh interpreters importing the handler or its libraries only, alternated.
+
+    Bytecode goes to a cache of our own (PYTHONPYCACHEPREFIX), so nothing is written next to the sources and
+    every run but the first (untimed) finds it; then the same without bytecode for what the deployment
+    package brings (see ``_as_deployed``).
+    """
+    cache = workdir / "pycache"
+    env = {**os.environ, **POWERTOOLS_ENV, "PYTHONPYCACHEPREFIX": str(cache)}
     for name in ("DATABASE_URL", "WRITE_STRATEGY", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME"):
         env.pop(name, None)
-    # One untimed run of each first: bytecode caches written, files in the page cache.
+    # One untimed run of each first: the bytecode cache written, the files in the page cache.
     _fresh(HANDLER_IMPORT, env)
     _fresh(LIBRARIES_IMPORT, env)
     handler, libraries, handler_wall, libraries_wall = [], [], [], []
@@ -216,6 +259,20 @@ def cold_import(repeat: int, importtime_runs: int = 3) -> dict[str, Any]:
             if name.split(".")[0] in ("ingest", "handler"):
                 samples.setdefault(name, []).append(value)
         cumulative.append(_cumulative(stderr, "handler.worker"))
+    deployed: dict[str, Any] = {}
+    if deployed_repeat > 0:
+        _as_deployed(cache, workdir / "pycache-deployed")
+        deployed_env = {**env, "PYTHONPYCACHEPREFIX": str(workdir / "pycache-deployed"),
+                        "PYTHONDONTWRITEBYTECODE": "1"}
+        deployed_handler, deployed_libraries = [], []
+        for _ in range(deployed_repeat):
+            deployed_handler.append(_fresh(HANDLER_IMPORT, deployed_env)[0])
+            deployed_libraries.append(_fresh(LIBRARIES_IMPORT, deployed_env)[0])
+        deployed = {"repeat": deployed_repeat, "provided_by_runtime": list(_provided_by_runtime()),
+                    "handler_median": round(statistics.median(deployed_handler), 4),
+                    "libraries_median": round(statistics.median(deployed_libraries), 4),
+                    "ratio_median": round(statistics.median(deployed_handler)
+                                          / statistics.median(deployed_libraries), 3)}
     ours = sorted(((name, statistics.median(values)) for name, values in samples.items()),
                   key=lambda item: item[1], reverse=True)
     median_handler, median_libraries = statistics.median(handler), statistics.median(libraries)
@@ -233,6 +290,7 @@ def cold_import(repeat: int, importtime_runs: int = 3) -> dict[str, Any]:
         "importtime_handler_cumulative_us_median": statistics.median(cumulative),
         "our_modules_self_us": [{"module": name, "self_us": int(value)} for name, value in ours],
         "our_modules_self_us_total": int(sum(value for _, value in ours)),
+        "without_package_bytecode": deployed,
         "pass": ratio <= TARGET_IMPORT_RATIO,
     }
 
