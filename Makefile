@@ -44,7 +44,7 @@ test-py313: $(STAMP313)
 
 # The Lambda package for python3.13 on arm64 (pip cross-install; `sam build` does the same from template.yaml).
 build: $(STAMP)
-	$(BIN)/python tools/build_lambda.py
+	$(BIN)/python tools/build_lambda.py $(PYTHON313)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

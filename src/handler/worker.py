@@ -26,15 +26,18 @@ def worker() -> Worker:
     return _worker
 
 
+def message_of(record: SQSRecord) -> Message:
+    source = record.message_attributes["source"]  # None when absent (Powertools returns a wrapper or None)
+    return Message(record.message_id, record.body, source.string_value if source else None,
+                   int(record.attributes.approximate_receive_count or 1), record.md5_of_body)
+
+
 @tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: Any) -> None:
     if lambda_context.get_remaining_time_in_millis() < environment.time_safety_margin_ms():
         raise OutOfTime("too little time left in this invocation to start the message; SQS will redeliver it")
     logger.set_correlation_id(record.message_id)
-    source = record.message_attributes["source"]  # None when absent (Powertools returns a wrapper or None)
-    message = Message(record.message_id, record.body, source.string_value if source else None,
-                      int(record.attributes.approximate_receive_count or 1))
-    outcome = worker().process(message)
+    outcome = worker().process(message_of(record))
     logger.append_keys(source=outcome.source)
     if outcome.page is None:
         metrics.add_metric("MessagesRejected", MetricUnit.Count, 1)
@@ -53,7 +56,8 @@ def record_handler(record: SQSRecord, lambda_context: Any) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     worker().connections.start_invocation()
-    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
-                                        context=context)
+    with worker().batch([message_of(SQSRecord(record)) for record in event.get("Records", [])]):
+        response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                            context=context)
     metrics.add_metric("MessagesFailed", MetricUnit.Count, len(response.get("batchItemFailures", [])))
     return response

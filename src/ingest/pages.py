@@ -27,7 +27,7 @@ from ingest.releases import (
     unreadable_to_rejection,
 )
 from ingest.store.connection import Database
-from ingest.store.writer import DEFAULT_STRATEGY, write_page
+from ingest.store.writer import DEFAULT_STRATEGY, statement_parameters, write_page
 
 # Releases per transaction when a file is larger than one page (measured by `make bench`; see README).
 DEFAULT_BATCH_SIZE = 250
@@ -93,27 +93,69 @@ def _rows(items: Iterable[Item], source: str) -> tuple[list[ReleaseRow], list[Re
     return rows, rejections, compiled, found
 
 
-def save_items(db: Database, items: Iterable[Item], source: str, context: str = "",
-               strategy: str = DEFAULT_STRATEGY) -> PageResult:
-    """Write already-read items as one page, in one transaction."""
+@dataclass
+class PreparedPage:
+    """A page read and turned into rows and statement parameters, not yet written: the CPU half of a write."""
+
+    source: str
+    context: str
+    strategy: str
+    rows: list[ReleaseRow]
+    rejections: list[Rejection]
+    compiled: list[CompiledRow]
+    duplicates: int
+    releases_read: int
+    linked_releases: int = 0
+    empty_packages: int = 0
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+def prepare_items(items: Iterable[Item], source: str, context: str = "",
+                  strategy: str = DEFAULT_STRATEGY) -> PreparedPage:
+    """Read, validate, hash and de-duplicate a page, and build its statement's parameters (pure)."""
     rows, rejections, compiled, found = _rows(items, source)
     unique_rows, duplicates = newest_per_key(rows)
     unique_compiled = newest_compiled(compiled)
+    return PreparedPage(source, context, strategy, unique_rows, rejections, unique_compiled, duplicates, found,
+                        parameters=statement_parameters(strategy, unique_rows, rejections, unique_compiled, source,
+                                                        context))
+
+
+def prepare_page(page: Any, source: str, context: str = "", strategy: str = DEFAULT_STRATEGY) -> PreparedPage:
+    """``prepare_items`` for a page in any shape ``save_page`` takes."""
+    items, stats = _document(page)
+    prepared = prepare_items(items, source, context, strategy)
+    prepared.linked_releases = stats.linked_releases
+    prepared.empty_packages = stats.empty_packages
+    return prepared
+
+
+def write_prepared(db: Database, prepared: PreparedPage) -> PageResult:
+    """Write a prepared page in one transaction (one statement unless PostgreSQL refuses a row)."""
     round_trips_before = db.round_trips
-    written = write_page(db, unique_rows, rejections, unique_compiled, source, context, strategy)
+    written = write_page(db, prepared.rows, prepared.rejections, prepared.compiled, prepared.source,
+                         prepared.context, prepared.strategy, prepared.parameters)
+    refused = written.refused or []
     result = PageResult(
-        releases_read=found,
+        releases_read=prepared.releases_read,
         inserted=written.inserted,
         updated=written.updated,
-        duplicates_in_page=duplicates,
+        unchanged=len(prepared.rows) - written.inserted - written.updated - len(refused) + prepared.duplicates,
+        duplicates_in_page=prepared.duplicates,
         compiled_releases=written.compiled,
+        linked_releases=prepared.linked_releases,
+        empty_packages=prepared.empty_packages,
         round_trips=db.round_trips - round_trips_before,
         pages=1,
     )
-    refused = written.refused or []
-    result.unchanged = len(unique_rows) - written.inserted - written.updated - len(refused) + duplicates
-    result.rejected.update(item.reason for item in [*rejections, *refused])
+    result.rejected.update(item.reason for item in [*prepared.rejections, *refused])
     return result
+
+
+def save_items(db: Database, items: Iterable[Item], source: str, context: str = "",
+               strategy: str = DEFAULT_STRATEGY) -> PageResult:
+    """Write already-read items as one page, in one transaction."""
+    return write_prepared(db, prepare_items(items, source, context, strategy))
 
 
 def save_page(db: Database, page: Any, source: str, context: str = "",
@@ -123,11 +165,7 @@ def save_page(db: Database, page: Any, source: str, context: str = "",
     ``page`` is bytes or text (any encoding and shape the reader knows), a parsed package, record or release,
     or a list of releases. Returns counts: inserted, updated, unchanged, rejected by reason, round trips.
     """
-    items, stats = _document(page)
-    result = save_items(db, items, source, context, strategy)
-    result.linked_releases = stats.linked_releases
-    result.empty_packages = stats.empty_packages
-    return result
+    return write_prepared(db, prepare_page(page, source, context, strategy))
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

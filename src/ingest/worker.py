@@ -12,13 +12,15 @@ What fails how:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ingest import messages
 from ingest.errors import DatabaseUnavailable, PermanentError, TransientError
-from ingest.pages import PageResult, save_page
+from ingest.pages import PageResult, PreparedPage, prepare_page, write_prepared
 from ingest.sources import Source
 from ingest.store.connection import Database
 from ingest.store.quarantine import reject_message
@@ -40,6 +42,7 @@ class Message:
     body: str
     source_attribute: str | None = None
     receive_count: int = 1
+    body_md5: str | None = None
 
 
 @dataclass
@@ -99,6 +102,47 @@ class Connections:
             self._db = None
 
 
+@dataclass
+class Prepared:
+    """A message made ready to write: its page's rows and parameters, or why it cannot be a page."""
+
+    message: Message
+    source: str
+    page: PreparedPage | None = None
+    rejected: PermanentError | None = None
+
+
+class LookAhead:
+    """Prepares the next message of a batch on one background thread while the current one is written.
+
+    Only one message is prepared ahead (memory stays at one extra page). A transient failure of a preparation
+    (a fetch that timed out) is raised when that message is taken, so it is attributed to its own message.
+    """
+
+    def __init__(self, prepare: Callable[[Message], Prepared], batch: list[Message]) -> None:
+        self._prepare = prepare
+        self._order = [message.message_id for message in batch]
+        self._messages = {message.message_id: message for message in batch}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        self._futures: dict[str, Future[Prepared]] = {}
+        self._submit(0)
+
+    def _submit(self, index: int) -> None:
+        if index < len(self._order) and self._order[index] not in self._futures:
+            message_id = self._order[index]
+            self._futures[message_id] = self._executor.submit(self._prepare, self._messages[message_id])
+
+    def take(self, message: Message) -> Prepared:
+        future = self._futures.pop(message.message_id, None)
+        if message.message_id in self._messages:
+            self._submit(self._order.index(message.message_id) + 1)  # overlaps this message's write
+        return future.result() if future is not None else self._prepare(message)
+
+    def close(self) -> None:
+        # Not waiting: a preparation left running near the timeout only computes; it writes nothing.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 class Worker:
     """Turns messages into pages and writes them. Clients are made lazily by the factories it is given."""
 
@@ -113,6 +157,7 @@ class Worker:
         self._s3: Any = None
         self.max_page_bytes = max_page_bytes
         self.strategy = strategy
+        self._ahead: LookAhead | None = None
 
     def close(self) -> None:
         """Release the connection and the HTTP client (a container being recycled; tests)."""
@@ -122,23 +167,53 @@ class Worker:
             self._fetcher = None
 
     def process(self, message: Message) -> MessageOutcome:
+        """Prepare (or take the prepared) message, then write it."""
+        prepared = self._ahead.take(message) if self._ahead is not None else self.prepare(message)
+        return self.write(prepared)
+
+    @contextmanager
+    def batch(self, batch: list[Message]) -> Iterator[None]:
+        """While the messages of one invocation are processed in order, prepare each next one on a thread.
+
+        Reading, validating and hashing a page is Python work; writing it is mostly waiting for PostgreSQL, which
+        releases the GIL. Overlapping the two keeps both the function's CPU and the database busy.
+        """
+        self._ahead = LookAhead(self.prepare, batch)
+        try:
+            yield
+        finally:
+            self._ahead.close()
+            self._ahead = None
+
+    def prepare(self, message: Message) -> Prepared:
+        """The CPU (and fetch) half: message -> page -> rows and statement parameters. No database."""
         source = message.source_attribute or messages.UNKNOWN_SOURCE
         try:
             request = messages.parse(message.body, message.source_attribute)
             source = request.source
             page, context = self._page(request, message)
+            return Prepared(message, source, page=prepare_page(page, source, context, self.strategy))
         except PermanentError as rejected:
-            reason, detail = rejected.reason, rejected.detail
+            return Prepared(message, source, rejected=rejected)
+
+    def write(self, prepared: Prepared) -> MessageOutcome:
+        """The database half: the page in one statement, or the rejected message in its table."""
+        rejected, message = prepared.rejected, prepared.message
+        if rejected is not None:
             self.connections.call(lambda db: reject_message(
-                db, message_id=message.message_id, source=source, reason=reason, detail=detail, body=message.body))
-            return MessageOutcome(source, rejected_reason=reason)
-        result = self.connections.call(lambda db: save_page(db, page, source, context, self.strategy))
-        return MessageOutcome(source, page=result)
+                db, message_id=message.message_id, source=prepared.source, reason=rejected.reason,
+                detail=rejected.detail, body=message.body))
+            return MessageOutcome(prepared.source, rejected_reason=rejected.reason)
+        page = prepared.page
+        assert page is not None
+        return MessageOutcome(prepared.source, page=self.connections.call(lambda db: write_prepared(db, page)))
 
     def _page(self, request: messages.PageRequest, message: Message) -> tuple[Any, str]:
         if isinstance(request, messages.InlinePage):
             # The body's digest names the page stably across redeliveries, so its rejections are recorded once.
-            return request.page, f"inline sha256:{hashlib.sha256(message.body.encode()).hexdigest()[:16]}"
+            # SQS computed one already (md5OfBody); hash only when a message came without it.
+            digest = message.body_md5 or hashlib.md5(message.body.encode(), usedforsecurity=False).hexdigest()
+            return request.page, f"inline md5:{digest}"
         if isinstance(request, messages.UrlPage):
             source = self.sources.get(request.source)
             if source is None:

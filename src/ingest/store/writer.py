@@ -48,7 +48,9 @@ _RELEASE_COLUMNS = (
 
 
 STRATEGIES = ("json", "unnest", "copy")
-DEFAULT_STRATEGY = "json"  # the fastest that keeps a page at one round trip; see README, Benchmark
+# unnest ties json on throughput but costs PostgreSQL less CPU (it parses each release's JSON once, and not at
+# all for rows a replay skips), and the database is what many workers share; see README, Benchmark.
+DEFAULT_STRATEGY = "unnest"
 _STAGING = "ocds_ingest_page"
 
 
@@ -227,14 +229,27 @@ class WriteResult:
     refused: list[Rejection] | None = None
 
 
+def statement_parameters(strategy: str, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
+                         compiled: Sequence[CompiledRow], source: str, context: str) -> dict[str, str]:
+    """The page statement's parameters (pure): the CPU half of a write, which can run while another page's
+    statement is on the server. (``copy`` builds its COPY data at write time.)"""
+    if strategy == "json":
+        return {"page": page_parameter(releases, rejections, compiled, source, context)}
+    page = page_parameter([], rejections, compiled, source, context)
+    if strategy == "unnest":
+        return {"page": page, **unnest_parameters(releases)}
+    return {"page": page}
+
+
 def write_page(db: Database, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
                compiled: Sequence[CompiledRow], source: str, context: str,
-               strategy: str = DEFAULT_STRATEGY) -> WriteResult:
-    """Write one page: all of its acceptable rows commit together, or nothing does."""
+               strategy: str = DEFAULT_STRATEGY, parameters: dict[str, str] | None = None) -> WriteResult:
+    """Write one page: all of its acceptable rows commit together, or nothing does. ``parameters`` are the
+    page's ``statement_parameters`` when they were built ahead."""
     where = f"writing a page of {source} ({context})" if context else f"writing a page of {source}"
     writer = _Writer(db, strategy, source, context, where)
     try:
-        return writer.attempt(releases, rejections, compiled)
+        return writer.attempt(releases, rejections, compiled, parameters)
     except DataRefused:
         pass
     result = WriteResult(refused=[])
@@ -258,19 +273,18 @@ class _Writer:
         self.in_transaction = False
 
     def attempt(self, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
-                compiled: Sequence[CompiledRow]) -> WriteResult:
+                compiled: Sequence[CompiledRow], parameters: dict[str, str] | None = None) -> WriteResult:
         """One statement (json, unnest) or one staged COPY (copy) for these rows."""
         sql = UPSERT_SQL[self.strategy]
-        if self.strategy == "json":
-            return self._result(self.db.execute(
-                sql, self.where, page=page_parameter(releases, rejections, compiled, self.source, self.context)))
-        page = page_parameter([], rejections, compiled, self.source, self.context)
-        if self.strategy == "unnest":
-            return self._result(self.db.execute(sql, self.where, page=page, **unnest_parameters(releases)))
+        if parameters is None:
+            parameters = statement_parameters(self.strategy, releases, rejections, compiled, self.source,
+                                              self.context)
+        if self.strategy != "copy":
+            return self._result(self.db.execute(sql, self.where, **parameters))
         if self.in_transaction:
-            return self._copy_and_upsert(sql, releases, page)
+            return self._copy_and_upsert(sql, releases, parameters["page"])
         with self.db.transaction(self.where):
-            return self._copy_and_upsert(sql, releases, page)
+            return self._copy_and_upsert(sql, releases, parameters["page"])
 
     def _copy_and_upsert(self, sql: str, releases: Sequence[ReleaseRow], page: str) -> WriteResult:
         self.db.run(f"{_staging_sql()}; TRUNCATE {_STAGING}", self.where)

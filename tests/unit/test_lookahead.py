@@ -1,0 +1,64 @@
+"""The worker's look-ahead: the next message is prepared while the current one is written."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ingest.errors import TransientError
+from ingest.worker import LookAhead, Message, Prepared
+
+
+def batch(count: int) -> list[Message]:
+    return [Message(f"m{n}", f"body {n}") for n in range(count)]
+
+
+def test_the_next_message_is_prepared_while_the_current_one_is_written() -> None:
+    started: dict[str, threading.Event] = {f"m{n}": threading.Event() for n in range(3)}
+
+    def prepare(message: Message) -> Prepared:
+        started[message.message_id].set()
+        return Prepared(message, "s")
+
+    ahead = LookAhead(prepare, batch(3))
+    try:
+        assert ahead.take(Message("m0", "body 0")).message.message_id == "m0"
+        # WHEN m0 is being "written" (we are still here) THEN m1 is already being prepared on the thread
+        assert started["m1"].wait(5)
+        assert not started["m2"].is_set()  # only one ahead: memory stays at one extra page
+        assert ahead.take(Message("m1", "body 1")).message.message_id == "m1"
+        assert started["m2"].wait(5)
+    finally:
+        ahead.close()
+
+
+def test_a_failed_preparation_is_raised_for_its_own_message_only() -> None:
+    def prepare(message: Message) -> Prepared:
+        if message.message_id == "m1":
+            raise TransientError("the publisher timed out")
+        return Prepared(message, "s")
+
+    ahead = LookAhead(prepare, batch(3))
+    try:
+        assert ahead.take(Message("m0", "body 0")).message.message_id == "m0"
+        with pytest.raises(TransientError, match="timed out"):
+            ahead.take(Message("m1", "body 1"))
+        assert ahead.take(Message("m2", "body 2")).message.message_id == "m2"
+    finally:
+        ahead.close()
+
+
+def test_a_message_outside_the_batch_is_prepared_on_the_spot() -> None:
+    threads: list[str] = []
+
+    def prepare(message: Message) -> Prepared:
+        threads.append(threading.current_thread().name)
+        return Prepared(message, "s")
+
+    ahead = LookAhead(prepare, [])
+    try:
+        assert ahead.take(Message("x", "body")).message.message_id == "x"
+        assert threads == [threading.current_thread().name]
+    finally:
+        ahead.close()
