@@ -1155,8 +1155,8 @@ def print_worker_resources(memory: dict[str, Any] | None, imports: dict[str, Any
             print(f"    {item['self_us'] / 1000:>6.2f} ms  {item['module']}")
         deployed = imports.get("without_package_bytecode")
         if deployed:
-            print(f"  as deployed by make build (no bytecode in the zip, /var/task read-only: the package's modules "
-                  f"compiled at every cold start;\n stdlib and {', '.join(deployed['provided_by_runtime'][:3])}... "
+            print(f"  a package without bytecode (make build byte-compiles when it finds python3.13; without it, "
+                  f"/var/task being read-only, the package's modules compile at every cold start;\n stdlib and {', '.join(deployed['provided_by_runtime'][:3])}... "
                   f"keep theirs), medians of {deployed['repeat']}: import handler.worker "
                   f"{deployed['handler_median'] * 1000:.0f} ms, libraries only "
                   f"{deployed['libraries_median'] * 1000:.0f} ms ({deployed['ratio_median']:.2f}x); with bytecode "

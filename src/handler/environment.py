@@ -8,7 +8,7 @@
 | DB_HOST, DB_PORT, DB_NAME | override the secret's (e.g. an RDS Proxy endpoint) or name the IAM target |
 | DB_SSLROOTCERT | a CA bundle newer than the RDS bundle shipped in the package |
 | SOURCES_FILE, SOURCES_PARAMETER | sources configuration: a file, or an SSM parameter name; else the packaged one |
-| WRITE_STRATEGY | json (default), unnest or copy |
+| WRITE_STRATEGY | unnest (default), json or copy |
 | MAX_PAGE_BYTES | cap on a fetched or claim-checked page (default 64 MiB) |
 | TIME_SAFETY_MARGIN_MS | do not start a message with less time left than this (default 20000) |
 | PAGES_BUCKET | claim-check bucket (harvest) |
@@ -131,11 +131,12 @@ def s3_client() -> Any:
 
 
 def build_worker() -> Any:
+    from ingest.store.writer import DEFAULT_STRATEGY
     from ingest.worker import Connections, Worker
 
     return Worker(Connections(database_connector()), sources(), fetcher=http_fetcher, s3=s3_client,
                   max_page_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024),
-                  strategy=os.environ.get("WRITE_STRATEGY", "json"))
+                  strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY)
 
 
 def time_safety_margin_ms() -> int:

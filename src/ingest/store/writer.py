@@ -1,9 +1,10 @@
 """The bulk writer: one statement per page, newest wins, bad rows isolated by bisection.
 
-The fast path sends a page as ONE prepared statement whose single parameter is a JSON document holding every
-row: PostgreSQL unpacks it with ``jsonb_to_recordset`` and writes releases, rejections and compiled releases in
-data-modifying CTEs. One statement is one implicit transaction (all or nothing) and one round trip, whatever the
-page size. Values only ever travel inside that parameter; nothing is formatted into SQL.
+The fast path sends a page as ONE prepared statement: the release rows as one array parameter per column
+(``unnest``, the default) or as one JSON document (``json``), and the page's rejections and compiled releases as a
+small JSON parameter. PostgreSQL writes releases, rejections and compiled releases in data-modifying CTEs. One
+statement is one implicit transaction (all or nothing) and one round trip, whatever the page size. Values only
+ever travel as parameters (or COPY fields, for the ``copy`` strategy); nothing is formatted into SQL.
 
 When PostgreSQL refuses a value (SQLSTATE class 22, 23, 54) the statement writes nothing; the page is then
 written again inside one explicit transaction, halving the failing part under savepoints until each refused
