@@ -1156,7 +1156,8 @@ def print_worker_resources(memory: dict[str, Any] | None, imports: dict[str, Any
         deployed = imports.get("without_package_bytecode")
         if deployed:
             print(f"  a package without bytecode (make build byte-compiles when it finds python3.13; without it, "
-                  f"/var/task being read-only,\n the package's modules compile at every cold start; stdlib and {', '.join(deployed['provided_by_runtime'][:3])}... "
+                  f"/var/task being read-only,\n the package's modules compile at every cold start; stdlib and "
+                  f"{', '.join(deployed['provided_by_runtime'][:3])}... "
                   f"keep theirs), medians of {deployed['repeat']}: import handler.worker "
                   f"{deployed['handler_median'] * 1000:.0f} ms, libraries only "
                   f"{deployed['libraries_median'] * 1000:.0f} ms ({deployed['ratio_median']:.2f}x); with bytecode "
