@@ -87,40 +87,35 @@ class _CloudFormation(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("request_type, expected", [("Create", "SUCCESS"), ("Update", "SUCCESS"),
-                                                    ("Delete", "SUCCESS")])
-def test_the_migration_custom_resource_answers_cloudformation(lambda_env: None, request_type: str,
-                                                              expected: str) -> None:
+@pytest.fixture
+def cloudformation() -> Iterator[str]:
+    """A stand-in for CloudFormation's presigned response URL; answers land in _CloudFormation.answers."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CloudFormation)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _CloudFormation.answers.clear()
-    try:
-        event = load_event("cfn_migrate_create.json")
-        event.update(RequestType=request_type, ResponseURL=f"http://127.0.0.1:{server.server_address[1]}/answer")
-        handler.migrate.lambda_handler(event, LocalContext(300))
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield f"http://127.0.0.1:{server.server_address[1]}/answer"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("request_type", ["Create", "Update", "Delete"])
+def test_the_migration_custom_resource_answers_cloudformation(lambda_env: None, cloudformation: str,
+                                                              request_type: str) -> None:
+    event = load_event("cfn_migrate_create.json")
+    event.update(RequestType=request_type, ResponseURL=cloudformation)
+    handler.migrate.lambda_handler(event, LocalContext(300))
     [answer] = _CloudFormation.answers
     assert (answer["Status"], answer["LogicalResourceId"], answer["RequestId"]) == \
-        (expected, "SchemaMigration", event["RequestId"])
+        ("SUCCESS", "SchemaMigration", event["RequestId"])
 
 
-def test_a_failed_migration_fails_the_deploy_with_the_reason(lambda_env: None,
+def test_a_failed_migration_fails_the_deploy_with_the_reason(lambda_env: None, cloudformation: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CloudFormation)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _CloudFormation.answers.clear()
-    try:
-        event = load_event("cfn_migrate_create.json")
-        event["ResponseURL"] = f"http://127.0.0.1:{server.server_address[1]}/answer"
-        handler.migrate.lambda_handler(event, LocalContext(300))
-    finally:
-        server.shutdown()
-        server.server_close()
+    event = load_event("cfn_migrate_create.json")
+    event["ResponseURL"] = cloudformation
+    handler.migrate.lambda_handler(event, LocalContext(300))
     [answer] = _CloudFormation.answers
     assert answer["Status"] == "FAILED"
     assert answer["Reason"].startswith("migration failed: connecting to postgresql://nobody@127.0.0.1:1/none")
