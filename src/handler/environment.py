@@ -9,7 +9,7 @@
 | DB_SSLROOTCERT | a CA bundle newer than the RDS bundle shipped in the package |
 | SOURCES_FILE, SOURCES_PARAMETER | sources configuration: a file, or an SSM parameter name; else the packaged one |
 | WRITE_STRATEGY | unnest (default), json or copy |
-| MAX_PAGE_BYTES | cap on a fetched or claim-checked page (default 64 MiB) |
+| MAX_PAGE_BYTES | cap on a fetched or claim-checked page (default 16 MiB) |
 | TIME_SAFETY_MARGIN_MS | do not start a message with less time left than this (default 20000) |
 | PAGES_BUCKET | claim-check bucket (harvest) |
 | PAGES_QUEUE_URL | the pages queue (harvest) |
@@ -26,6 +26,7 @@ from typing import Any
 from ingest.errors import ConfigurationError
 from ingest.sources import Source, parse_sources
 from ingest.store.connection import Database, connect, connect_url
+from ingest.worker import DEFAULT_MAX_PAGE_BYTES
 
 _SECRET_MAX_AGE_SECONDS = 300
 
@@ -121,7 +122,7 @@ def _configured_sources() -> dict[str, Source]:
 def http_fetcher() -> Any:
     from ingest.http import Fetcher, new_client
 
-    return Fetcher(new_client(), max_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024))
+    return Fetcher(new_client(), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES))
 
 
 def s3_client() -> Any:
@@ -135,7 +136,7 @@ def build_worker() -> Any:
     from ingest.worker import Connections, Worker
 
     return Worker(Connections(database_connector()), sources(), fetcher=http_fetcher, s3=s3_client,
-                  max_page_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024),
+                  max_page_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
                   strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY)
 
 
@@ -147,7 +148,7 @@ def polite_fetcher() -> Any:
     """The harvester's fetcher: retries with backoff and Retry-After inside the transport."""
     from ingest.http import Fetcher, new_polite_client
 
-    return Fetcher(new_polite_client(), max_bytes=_int("MAX_PAGE_BYTES", 64 * 1024 * 1024))
+    return Fetcher(new_polite_client(), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES))
 
 
 def page_sender() -> Any:

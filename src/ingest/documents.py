@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 # Documents up to this size are read into memory and parsed whole; larger files are streamed.
-STREAM_THRESHOLD_BYTES = 64 * 1024 * 1024
+STREAM_THRESHOLD_BYTES = 16 * 1024 * 1024
 _CHUNK_CHARS = 1024 * 1024
 # A rejected remainder of a broken document is kept up to this size (the detail says when it was cut).
 MAX_RAW_CHARS = 8 * 1024 * 1024

@@ -25,7 +25,7 @@ import httpx
 from ingest.errors import PermanentError, TransientError
 from ingest.sources import Source
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=10.0)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
 MAX_REDIRECTS = 5

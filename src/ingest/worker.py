@@ -26,7 +26,9 @@ from ingest.store.connection import Database
 from ingest.store.quarantine import reject_message
 from ingest.store.writer import DEFAULT_STRATEGY
 
-DEFAULT_MAX_PAGE_BYTES = 64 * 1024 * 1024
+# A page is parsed and written whole (one statement): 16 MiB of JSON is already ~100 MiB of Python objects,
+# the most a 256 MB function should hold. Publishers' pages are far smaller; split larger ones upstream.
+DEFAULT_MAX_PAGE_BYTES = 16 * 1024 * 1024
 T = TypeVar("T")
 
 
