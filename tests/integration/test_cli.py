@@ -67,3 +67,17 @@ def test_an_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPat
 def test_migrate_is_idempotent(use_database: Database, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate"]) == 0
     assert capsys.readouterr().out.strip() == "the schema is up to date"
+
+
+def test_a_file_above_the_threshold_is_streamed_in_batches(use_database: Database, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from ingest import documents
+
+    monkeypatch.setattr(documents, "STREAM_THRESHOLD_BYTES", 10_000)  # the 993 KB Armenia page now streams
+    monkeypatch.setattr(documents, "_CHUNK_CHARS", 64 * 1024)  # and the window refills many times
+    path = samples_dir() / "sample-data-real-examples" / "armenia" / "sample" / "releases" / "6.json"
+    assert main(["load", str(path), "--batch-size", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "releases read    100" in out and "  inserted       100" in out
+    assert "round trips" in out
+    assert use_database.run("SELECT count(*), count(DISTINCT package_uri) FROM releases", "r") == [[100, 1]]
