@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -37,8 +38,9 @@ def record_handler(record: SQSRecord, lambda_context: Any) -> None:
     if lambda_context.get_remaining_time_in_millis() < environment.time_safety_margin_ms():
         raise OutOfTime("too little time left in this invocation to start the message; SQS will redeliver it")
     logger.set_correlation_id(record.message_id)
+    started = time.perf_counter()
     outcome = worker().process(message_of(record))
-    logger.append_keys(source=outcome.source)
+    logger.append_keys(source=outcome.source, run_id=outcome.run_id)
     if outcome.page is None:
         metrics.add_metric("MessagesRejected", MetricUnit.Count, 1)
         logger.warning("message rejected", extra={"reason": outcome.rejected_reason})
@@ -47,6 +49,7 @@ def record_handler(record: SQSRecord, lambda_context: Any) -> None:
     for name, value in (("ReleasesInserted", page.inserted), ("ReleasesUpdated", page.updated),
                         ("ReleasesUnchanged", page.unchanged), ("ReleasesRejected", page.rejected_total)):
         metrics.add_metric(name, MetricUnit.Count, value)
+    metrics.add_metric("PageLatency", MetricUnit.Milliseconds, (time.perf_counter() - started) * 1000)
     logger.info("page written", extra={"inserted": page.inserted, "updated": page.updated,
                                        "unchanged": page.unchanged, "rejected": dict(page.rejected)})
 

@@ -69,9 +69,9 @@ class PageSender:
         self.bucket = bucket
         self._send = send or send_batch
 
-    def page(self, source: str, text: str, raw: bytes, url: str) -> bool:
+    def page(self, source: str, text: str, raw: bytes, url: str, run_id: str | None = None) -> bool:
         """Send one page; returns True when it went through a claim check."""
-        body = messages.inline_raw(source, text)
+        body = messages.inline_raw(source, text, run_id)
         dedup = hashlib.sha256(f"{url}\n".encode() + raw).hexdigest()
         # Leave room for the message attribute within the SQS limit.
         if len(body.encode("utf-8")) + 64 + len(source) <= MAX_MESSAGE_BYTES:
@@ -84,12 +84,13 @@ class PageSender:
 
         key = f"pages/{source}/{datetime.now(UTC):%Y/%m/%d}/{dedup}.json"
         put_page(self.s3, self.bucket, key, raw)
-        self._send(self.sqs, self.queue_url, [Outgoing(messages.by_claim_check(source, self.bucket, key),
+        self._send(self.sqs, self.queue_url, [Outgoing(messages.by_claim_check(source, self.bucket, key, run_id),
                                                        source, dedup)])
         return True
 
-    def urls(self, source: str, urls: list[str]) -> None:
-        self._send(self.sqs, self.queue_url, [Outgoing(messages.by_url(source, url), source, url) for url in urls])
+    def urls(self, source: str, urls: list[str], run_id: str | None = None) -> None:
+        self._send(self.sqs, self.queue_url, [Outgoing(messages.by_url(source, url, run_id), source, url)
+                                              for url in urls])
 
 
 def with_query(url: str, **params: Any) -> str:
@@ -249,7 +250,7 @@ class Harvester:
                 self._save(source, HarvestState(url, state.watermark, state.last_success_at), backfill)
                 raise
             seen.add(url)
-            result.claim_checks += self.sender.page(source.name, page.text, raw, url)
+            result.claim_checks += self.sender.page(source.name, page.text, raw, url, result.run_id)
             result.pages += 1
             result.messages += 1
             result.releases += page.releases
@@ -286,7 +287,7 @@ class Harvester:
         page, raw = self._fetch(first_url, source)
         resume_after = state.cursor
         if resume_after is None:
-            result.claim_checks += self.sender.page(source.name, page.text, raw, first_url)
+            result.claim_checks += self.sender.page(source.name, page.text, raw, first_url, result.run_id)
             result.pages += 1
             result.messages += 1
             result.releases += page.releases
@@ -315,7 +316,7 @@ class Harvester:
             result.status = "paused"
             result.detail = f"time budget reached; resumes after {pending[0][0]}"
             return False
-        self.sender.urls(source.name, [url for _, url in pending])
+        self.sender.urls(source.name, [url for _, url in pending], result.run_id)
         result.messages += len(pending)
         self._save(source, HarvestState(pending[-1][0], state.watermark, state.last_success_at), backfill)
         return True

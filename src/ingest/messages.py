@@ -7,6 +7,8 @@ Version 1 bodies (JSON objects):
 - ``{"version": 1, "source": NAME, "s3": {"bucket": B, "key": K}}`` — a claim check for a page above the SQS
   size limit.
 
+Each may carry ``"run_id"``: the harvest run that sent it, which the worker adds to its log lines.
+
 Any other JSON body is taken as a bare OCDS document (a package pushed straight into the queue); its source is
 the ``source`` message attribute, else ``unknown``. A body that cannot be a page raises ``MessageRejected``: it is
 recorded in ``rejected_messages`` and acknowledged, since redelivering it would give the same answer.
@@ -22,7 +24,7 @@ from ingest.errors import PermanentError
 
 VERSION = 1
 UNKNOWN_SOURCE = "unknown"
-_ENVELOPE_KEYS = {"version", "source", "page", "url", "s3", "context"}
+_ENVELOPE_KEYS = {"version", "source", "page", "url", "s3", "context", "run_id"}
 
 
 class MessageRejected(PermanentError):
@@ -33,12 +35,14 @@ class MessageRejected(PermanentError):
 class InlinePage:
     source: str
     page: Any  # parsed JSON, or the raw text when the body could not be parsed whole (isolation happens later)
+    run_id: str | None = None  # the harvest run that sent it, for the logs
 
 
 @dataclass(frozen=True)
 class UrlPage:
     source: str
     url: str
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class S3Page:
     source: str
     bucket: str
     key: str
+    run_id: str | None = None
 
 
 PageRequest = InlinePage | UrlPage | S3Page
@@ -83,18 +88,19 @@ def _envelope(message: dict[str, Any]) -> PageRequest:
     if len(given) != 1:
         raise MessageRejected("missing_page", "a version 1 message needs exactly one of 'page', 'url' or 's3'"
                               + (f" (it has {', '.join(given)})" if given else ""))
+    run_id = message.get("run_id") if isinstance(message.get("run_id"), str) else None
     if "page" in message:
-        return InlinePage(source, message["page"])
+        return InlinePage(source, message["page"], run_id)
     if "url" in message:
         url = message["url"]
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
             raise MessageRejected("invalid_url", f"'url' must be an http(s) URL, not {json.dumps(url)[:200]}")
-        return UrlPage(source, url)
+        return UrlPage(source, url, run_id)
     claim = message["s3"]
     if not isinstance(claim, dict) or not isinstance(claim.get("bucket"), str) or \
             not isinstance(claim.get("key"), str) or not claim["bucket"] or not claim["key"]:
         raise MessageRejected("invalid_s3", "'s3' must be {\"bucket\": …, \"key\": …} with non-empty strings")
-    return S3Page(source, claim["bucket"], claim["key"])
+    return S3Page(source, claim["bucket"], claim["key"], run_id)
 
 
 def inline(source: str, page: Any) -> str:
@@ -102,17 +108,19 @@ def inline(source: str, page: Any) -> str:
                       separators=(",", ":"))
 
 
-def inline_raw(source: str, page_text: str) -> str:
+def inline_raw(source: str, page_text: str, run_id: str | None = None) -> str:
     """An inline message around page text that is already JSON (no re-encoding of a large page)."""
-    return f'{{"version":{VERSION},"source":{json.dumps(source)},"page":{page_text}}}'
+    run = f',"run_id":{json.dumps(run_id)}' if run_id else ""
+    return f'{{"version":{VERSION},"source":{json.dumps(source)}{run},"page":{page_text}}}'
 
 
-def by_url(source: str, url: str) -> str:
-    return json.dumps({"version": VERSION, "source": source, "url": url})
+def by_url(source: str, url: str, run_id: str | None = None) -> str:
+    return json.dumps({"version": VERSION, "source": source, "url": url, **({"run_id": run_id} if run_id else {})})
 
 
-def by_claim_check(source: str, bucket: str, key: str) -> str:
-    return json.dumps({"version": VERSION, "source": source, "s3": {"bucket": bucket, "key": key}})
+def by_claim_check(source: str, bucket: str, key: str, run_id: str | None = None) -> str:
+    return json.dumps({"version": VERSION, "source": source, "s3": {"bucket": bucket, "key": key},
+                       **({"run_id": run_id} if run_id else {})})
 
 
 def describe(request: PageRequest) -> str:

@@ -52,6 +52,7 @@ class MessageOutcome:
     source: str
     page: PageResult | None = None
     rejected_reason: str | None = None
+    run_id: str | None = None
 
 
 class Connections:
@@ -112,6 +113,7 @@ class Prepared:
     source: str
     page: PreparedPage | None = None
     rejected: PermanentError | None = None
+    run_id: str | None = None
 
 
 class LookAhead:
@@ -194,7 +196,8 @@ class Worker:
             request = messages.parse(message.body, message.source_attribute)
             source = request.source
             page, context = self._page(request, message)
-            return Prepared(message, source, page=prepare_page(page, source, context, self.strategy))
+            return Prepared(message, source, page=prepare_page(page, source, context, self.strategy),
+                            run_id=request.run_id)
         except PermanentError as rejected:
             return Prepared(message, source, rejected=rejected)
 
@@ -208,7 +211,8 @@ class Worker:
             return MessageOutcome(prepared.source, rejected_reason=rejected.reason)
         page = prepared.page
         assert page is not None
-        return MessageOutcome(prepared.source, page=self.connections.call(lambda db: write_prepared(db, page)))
+        return MessageOutcome(prepared.source, page=self.connections.call(lambda db: write_prepared(db, page)),
+                              run_id=prepared.run_id)
 
     def _page(self, request: messages.PageRequest, message: Message) -> tuple[Any, str]:
         if isinstance(request, messages.InlinePage):

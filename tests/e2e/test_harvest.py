@@ -95,6 +95,14 @@ def test_a_harvest_stores_exactly_the_served_releases(pipeline: Pipeline, style:
     assert state == [[None, True]]
 
 
+def test_every_message_names_the_harvest_run_that_sent_it(pipeline: Pipeline) -> None:
+    source = pipeline.source(start_url=pipeline.publisher.base_url + "/keyset?limit=40")
+    result = pipeline.harvester().run(source)
+    received = pipeline.sqs.receive_message(QueueUrl=pipeline.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(received) == result.messages == 3
+    assert {json.loads(message["Body"])["run_id"] for message in received} == {result.run_id}
+
+
 def test_a_harvest_stopped_by_its_time_budget_resumes_without_gap_or_duplicate(pipeline: Pipeline) -> None:
     source = pipeline.source(start_url=pipeline.publisher.base_url + "/keyset?limit=10")
     budget = iter([900.0] * 4 + [1.0])  # four pages fit, then the time is up

@@ -226,3 +226,28 @@ def test_the_drain_command_feeds_a_moto_server_queue_to_the_worker(
         assert "Messages" not in sqs.receive_message(QueueUrl=queue_url)
     finally:
         server.stop()
+
+
+def test_logs_carry_the_message_id_source_and_harvest_run_and_metrics_the_page_latency(
+        db: Database, lambda_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from ingest.messages import inline_raw
+
+    body = inline_raw("uk-fts", json.dumps({"releases": [{"ocid": "ocds-log", "id": "1",
+                                                          "date": "2021-01-01T00:00:00Z"}]}), "uk-fts-20261128-ab")
+    # Powertools' logger keeps the stream it was created with: read its lines from a buffer of our own
+    log = io.StringIO()
+    previous = handler.worker.logger.registered_handler.setStream(log)
+    try:
+        assert invoke({"Records": [sqs_record(body, "m-log")]}) == {"batchItemFailures": []}
+    finally:
+        handler.worker.logger.registered_handler.setStream(previous)
+    [written] = [json.loads(line) for line in log.getvalue().splitlines() if '"page written"' in line]
+    assert (written["correlation_id"], written["source"], written["run_id"], written["inserted"]) == \
+        ("m-log", "uk-fts", "uk-fts-20261128-ab", 1)
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = {metric["Name"] for blob in blobs for metric in blob["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"PageLatency", "ReleasesInserted", "MessagesFailed", "ColdStart"} <= names
+    [latency] = [blob["PageLatency"] for blob in blobs if "PageLatency" in blob]
+    assert (latency[0] if isinstance(latency, list) else latency) > 0
