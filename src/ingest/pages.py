@@ -84,10 +84,16 @@ def _rows(items: Iterable[Item], source: str) -> tuple[list[ReleaseRow], list[Re
         if isinstance(item, Found):
             found += 1
             row = to_row(item, source)
-            (rows if isinstance(row, ReleaseRow) else rejections).append(row)  # type: ignore[arg-type]
+            if isinstance(row, ReleaseRow):
+                rows.append(row)
+            else:
+                rejections.append(row)
         elif isinstance(item, Compiled):
             compiled_row = compiled_to_row(item, source)
-            (compiled if isinstance(compiled_row, CompiledRow) else rejections).append(compiled_row)  # type: ignore[arg-type]
+            if isinstance(compiled_row, CompiledRow):
+                compiled.append(compiled_row)
+            else:
+                rejections.append(compiled_row)
         elif isinstance(item, Unreadable):
             rejections.append(unreadable_to_rejection(item))
     return rows, rejections, compiled, found
