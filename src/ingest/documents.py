@@ -1,72 +1,101 @@
-"""Bytes in, OCDS items out: decode, detect the shape, stream the releases.
+"""Bytes in, OCDS items out: decode, detect the shape, cut out each release's text as published.
 
 Pure: no I/O beyond reading the stream it is given. Every shape real publishers serve is read: release
 packages, record packages, bare releases and records, JSON arrays of any of those, concatenated JSON and JSON
 lines, packages without releases.
 
-Two speeds. A document held in memory is first parsed whole with the C parser (the fast path). Only when that
-fails (one release nested too deep, a number like ``1e9999``, a syntax error) is it walked structurally: the
-top-level containers are walked member by member and each release is parsed on its own, so one bad release is
-isolated with its exact raw text and the releases around it survive. A large file is always walked that way,
-over a sliding window, so memory stays bounded by the largest single release, not the file.
+Nothing here parses a release into Python values: a release is handed on as its exact published text (a
+``Found``), and ``releases.to_row`` reads the few fields it needs from it. So numbers, key order and repeated
+keys reach PostgreSQL as published.
+
+Two speeds. A document held in memory is first split with msgspec at C speed (the fast path): the package
+fields are read and each release is a slice of the input. Only when that fails (one release with a lone
+surrogate or nested too deep, a syntax error, concatenated values) is it walked structurally: the top-level
+containers are walked member by member and each release is delimited on its own, so one bad release is
+isolated with its exact text and the releases around it survive. A large file is always walked that way, over
+a sliding window, so memory stays bounded by the largest single release, not the file.
+
+After a syntax error nothing can be delimited with certainty. In a line-delimited document (JSON lines, or
+values that each start a line) the walk resumes at the next line that starts a value, so only the bad line is
+lost; otherwise the rest of the document is rejected, in parts, never cut.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
-import json
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TextIO
 
-# Documents up to this size are read into memory and parsed whole; larger files are streamed.
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from ingest import jsontext
+
+# Documents up to this size are read into memory and split whole; larger files are streamed.
 STREAM_THRESHOLD_BYTES = 16 * 1024 * 1024
 _CHUNK_CHARS = 1024 * 1024
-# A rejected remainder of a broken document is kept up to this size (the detail says when it was cut).
-MAX_RAW_CHARS = 8 * 1024 * 1024
+# A rejected stretch of a broken document is recorded in parts of at most this many characters: all of it is
+# kept, in as many rows as it takes.
+REJECTED_PART_CHARS = 8 * 1024 * 1024
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _STRUCTURAL = re.compile(r'["\[\]{}]')
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _SCALAR = re.compile(r"[^,\]}\s]*")
+# Where a line-delimited document can be picked up again after a syntax error: a line that starts a value.
+_LINE_START = re.compile(r"\n(?=[\[{])")
 _PACKAGE_KEYS = ("uri", "publisher", "publishedDate")
 
 
-class NonFiniteNumber(ValueError):
-    """Raised if a JSON number overflows to infinity or a NaN/Infinity literal appears (jsonb cannot hold them)."""
+class _Shape(msgspec.Struct):
+    """The members of an object that say what it is; everything else is skipped (and syntax-checked)."""
+
+    releases: Raw | UnsetType = UNSET
+    records: Raw | UnsetType = UNSET
+    uri: Raw | UnsetType = UNSET
+    publisher: Raw | UnsetType = UNSET
+    publishedDate: Raw | UnsetType = UNSET  # noqa: N815 (the OCDS name)
+    version: Raw | UnsetType = UNSET
+    ocid: Raw | UnsetType = UNSET
+    compiledRelease: Raw | UnsetType = UNSET  # noqa: N815
+    versionedRelease: Raw | UnsetType = UNSET  # noqa: N815
 
 
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise NonFiniteNumber(f"number {text[:40]} is out of range")
-    return number
-
-
-def _no_constants(name: str) -> float:
-    raise NonFiniteNumber(f"{name} is not a JSON number")
-
-
-_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constants)
+_OBJECT_OR_ARRAY = msgspec.json.Decoder(_Shape | list[Raw])
+_OBJECT = msgspec.json.Decoder(_Shape)
+_ARRAY = msgspec.json.Decoder(list[Raw])
+_LINES = msgspec.json.Decoder(Raw)
 
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    """The package fields stored beside each release."""
+    """The package fields stored beside each release; ``escaped`` if one held a NUL or a lone surrogate, which
+    a text column cannot hold (they are then written as escapes, e.g. ``\\u0000``)."""
 
     uri: str | None = None
     publisher_name: str | None = None
     version: str | None = None
+    escaped: bool = False
+
+    @classmethod
+    def from_values(cls, uri: Any, publisher: Any, version: Any) -> Package:
+        name = publisher.get("name") if isinstance(publisher, dict) else None
+        texts = [_text_or_none(value) for value in (uri, name, version)]
+        stored = [None if text is None else jsontext.storable_text(text) for text in texts]
+        return cls(stored[0], stored[1], stored[2], escaped=stored != texts)
+
+    @classmethod
+    def from_shape(cls, shape: _Shape) -> Package:
+        return cls.from_values(*(None if raw is UNSET else jsontext.value_of(raw)
+                                 for raw in (shape.uri, shape.publisher, shape.version)))
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Package:
-        publisher = meta.get("publisher")
-        name = publisher.get("name") if isinstance(publisher, dict) else None
-        return cls(uri=_text_or_none(meta.get("uri")), publisher_name=_text_or_none(name),
-                   version=_text_or_none(meta.get("version")))
+        return cls.from_values(meta.get("uri"), meta.get("publisher"), meta.get("version"))
 
 
 NO_PACKAGE = Package()
@@ -74,20 +103,24 @@ NO_PACKAGE = Package()
 
 def _text_or_none(value: Any) -> str | None:
     if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return json.dumps(value)
+        return jsontext.repaired(value)[0]
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
 @dataclass(slots=True)
 class Found:
-    """A release (or whatever stood in a releases array) to become a row or a rejection."""
+    """A release (or whatever stood where a release stands): its exact text as published."""
 
-    value: Any
+    raw: Any  # str, bytes or a buffer (msgspec.Raw) of UTF-8
     package: Package
     position: str
-    raw: str | None = None  # the exact text, when the walk had it; otherwise serialise ``value``
+
+    @property
+    def value(self) -> Any:
+        """The release parsed exactly (numbers as int/Decimal); None if it is not JSON."""
+        return jsontext.value_of(self.raw)
 
 
 @dataclass(slots=True)
@@ -95,14 +128,18 @@ class Compiled:
     """A record's compiledRelease, kept for later use."""
 
     ocid: str | None
-    value: Any
+    raw: Any
     package: Package
     position: str
+
+    @property
+    def value(self) -> Any:
+        return jsontext.value_of(self.raw)
 
 
 @dataclass(slots=True)
 class Unreadable:
-    """A part of the document that is not JSON or not OCDS: recorded, never dropped."""
+    """A part of the document that is not JSON or not OCDS: recorded with its exact text, never dropped."""
 
     reason: str
     detail: str
@@ -115,11 +152,10 @@ Item = Found | Compiled | Unreadable
 
 @dataclass(slots=True)
 class DocumentStats:
-    """What was seen besides items: the encoding, linked releases (references, not data), empty packages."""
+    """What was seen besides items: the encoding, empty packages."""
 
     encoding: str = "utf-8"
     values: int = 0
-    linked_releases: int = 0
     empty_packages: int = 0
 
 
@@ -138,8 +174,8 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
     """Return (encoding, BOM length) from a document's first bytes.
 
     A BOM decides. Without one, JSON text starts with an ASCII character, so the pattern of zero bytes in the
-    first four tells UTF-32 and UTF-16 apart (RFC 4627, section 3). Everything else is taken as UTF-8 here;
-    ``decode`` falls back to a legacy single-byte encoding when the bytes are not valid UTF-8.
+    first four tells UTF-32 and UTF-16 apart (RFC 4627, section 3). Everything else is UTF-8, where bytes that
+    are not valid UTF-8 are decided release by release (see ``jsontext.repaired``).
     """
     for bom, name in _BOMS:
         if head.startswith(bom):
@@ -157,41 +193,14 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
     return "utf-8", 0
 
 
-def _legacy_byte(error: UnicodeError) -> tuple[str, int]:
-    """Codec error handler for streams: a byte the chosen encoding cannot read is taken as windows-1252, or
-    ISO-8859-1 for the five bytes windows-1252 leaves undefined (only bytes beyond the sniffed head get here)."""
-    assert isinstance(error, UnicodeDecodeError)
-    bad = error.object[error.start:error.end]
-    return "".join(bytes([byte]).decode("windows-1252", "ignore") or chr(byte) for byte in bad), error.end
-
-
-codecs.register_error("ocds-legacy", _legacy_byte)
-
-
-def _legacy_encoding(data: bytes) -> str:
-    try:
-        data.decode("windows-1252")
-    except UnicodeDecodeError:
-        return "iso-8859-1"
-    return "windows-1252"
-
-
 def decode(data: bytes) -> tuple[str, str]:
     """Decode a whole document; return (text, encoding name).
 
-    UTF-8 (with or without BOM), UTF-16 and UTF-32 are detected as ``detect_encoding`` says. Bytes that are not
-    valid UTF-8 come from a legacy publisher: windows-1252 (which covers ISO-8859-1's printable range and adds
-    the curly quotes and euro sign such publishers use) is tried, and ISO-8859-1, which maps every byte, last.
+    Bytes the encoding cannot read (a Latin-1 byte in UTF-8, the odd last byte of UTF-16) never fail the
+    document: each becomes U+DC00 + byte, and whatever holds it decides what it was (``jsontext.repaired``).
     """
     encoding, bom = detect_encoding(data[:4])
-    body = data[bom:]
-    if encoding != "utf-8":
-        return body.decode(encoding), encoding
-    try:
-        return body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        encoding = _legacy_encoding(body)
-        return body.decode(encoding), encoding
+    return data[bom:].decode(encoding, "ocds-bytes"), encoding
 
 
 class _Prefixed(io.RawIOBase):
@@ -216,123 +225,138 @@ class _Prefixed(io.RawIOBase):
 
 
 def open_text(binary: io.BufferedIOBase) -> tuple[TextIO, str]:
-    """Wrap a binary stream for streaming; the encoding is decided on its first megabyte, as ``decode`` would.
-
-    A byte further on that the chosen encoding cannot read is taken as windows-1252 (ISO-8859-1 for the bytes
-    windows-1252 leaves undefined) rather than failing the whole file half-way.
-    """
+    """Wrap a binary stream for streaming, decoded as ``decode`` would."""
     head = binary.read(_CHUNK_CHARS) or b""
     encoding, bom = detect_encoding(head[:4])
-    if encoding == "utf-8":
-        try:
-            head[bom:].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            # A multi-byte character cut at the end of the head is still UTF-8.
-            if exc.start < len(head) - bom - 4:
-                encoding = _legacy_encoding(head[bom:])
     stream = io.BufferedReader(_Prefixed(head[bom:], binary))
-    return io.TextIOWrapper(stream, encoding=encoding, errors="ocds-legacy", newline=""), encoding
+    return io.TextIOWrapper(stream, encoding=encoding, errors="ocds-bytes", newline=""), encoding
 
 
-# --- classifying parsed values ----------------------------------------------------------------------------
+# --- the fast path: msgspec splits a value into items -----------------------------------------------------
 
 
-def _is_record(obj: dict[str, Any]) -> bool:
-    if "compiledRelease" in obj or "versionedRelease" in obj:
+class _Unsplittable(Exception):
+    """Raised if msgspec cannot read a value whole; the structural walk then isolates what is wrong."""
+
+
+def _present(raw: Raw | UnsetType) -> Raw | None:
+    # A member given as null is taken as absent, as a missing member is.
+    if raw is UNSET or bytes(memoryview(raw)[:4]) == b"null":
+        return None
+    return raw
+
+
+def _is_record(shape: _Shape) -> bool:
+    if _present(shape.compiledRelease) is not None or _present(shape.versionedRelease) is not None:
         return True
-    return "ocid" in obj and not any(key in obj for key in _PACKAGE_KEYS)
+    return shape.ocid is not UNSET and all(getattr(shape, key) is UNSET for key in _PACKAGE_KEYS)
 
 
-def _is_linked_release(value: Any) -> bool:
-    return isinstance(value, dict) and "url" in value and "ocid" not in value
+def _json_type(raw: Any) -> str:
+    first = jsontext.text_of(raw).lstrip()[:1]
+    return {"{": "object", "[": "array", '"': "string", "t": "boolean", "f": "boolean", "n": "null"}.get(
+        first, "number")
 
 
-class _Emitter:
-    """Turns parsed values into items; shared by the fast path and the structural walk."""
+class _Splitter:
+    """Turns one JSON value (a top-level value or an element of a top-level array) into items with msgspec."""
 
     def __init__(self, stats: DocumentStats) -> None:
         self.stats = stats
 
-    def value(self, value: Any, position: str, package: Package = NO_PACKAGE) -> Iterator[Item]:
-        if isinstance(value, list):
-            for index, element in enumerate(value):
-                yield from self.element(element, f"{position}/{index}", package)
-            return
-        yield from self.element(value, position, package)
+    def value(self, raw: Any, position: str) -> list[Item]:
+        """All items of a value, or _Unsplittable (before any item is given) if msgspec cannot read it."""
+        try:
+            shape = _OBJECT_OR_ARRAY.decode(raw)
+        except msgspec.ValidationError:
+            return [Unreadable("not_ocds", f"a JSON {_json_type(raw)} is not an OCDS package, record or release",
+                               jsontext.text_of(raw), position or "/")]
+        except jsontext.PARSE_ERRORS as exc:
+            raise _Unsplittable(str(exc)) from None
+        if isinstance(shape, list):
+            items: list[Item] = []
+            for index, element in enumerate(shape):
+                items.extend(self.element(element, f"{position}/{index}", NO_PACKAGE))
+            return items
+        return list(self.shaped(shape, raw, position, NO_PACKAGE))
 
-    def element(self, value: Any, position: str, package: Package) -> Iterator[Item]:
-        """One top-level value or one element of a top-level array."""
-        if not isinstance(value, dict):
-            yield Unreadable("not_ocds", f"a JSON {_json_type(value)} is not an OCDS package, record or release",
-                             _dump_raw(value), position or "/")
+    def element(self, raw: Any, position: str, package: Package) -> Iterator[Item]:
+        try:
+            shape = _OBJECT.decode(raw)
+        except msgspec.ValidationError:
+            yield Unreadable("not_ocds", f"a JSON {_json_type(raw)} is not an OCDS package, record or release",
+                             jsontext.text_of(raw), position or "/")
             return
-        records = value.get("records")
-        releases = value.get("releases")
+        yield from self.shaped(shape, raw, position, package)
+
+    def shaped(self, shape: _Shape, raw: Any, position: str, package: Package) -> Iterator[Item]:
+        records, releases = _present(shape.records), _present(shape.releases)
+        arrays: dict[str, list[Raw]] = {}
         for key, member in (("records", records), ("releases", releases)):
-            if member is not None and not isinstance(member, list):
-                yield Unreadable("invalid_package", f"'{key}' is a JSON {_json_type(member)}, not an array",
-                                 _dump_raw(value), position or "/")
-                return
-        if records is not None:
-            own = Package.from_metadata(value)
-            for index, record in enumerate(records):
+            if member is not None:
+                try:
+                    arrays[key] = _ARRAY.decode(member)
+                except msgspec.ValidationError:
+                    yield Unreadable("invalid_package", f"'{key}' is a JSON {_json_type(member)}, not an array",
+                                     jsontext.text_of(raw), position or "/")
+                    return
+        if "records" in arrays:
+            own = Package.from_shape(shape)
+            for index, record in enumerate(arrays["records"]):
                 yield from self.record(record, f"{position}/records/{index}", own)
-        elif releases is not None:
-            if _is_record(value):
-                yield from self.record(value, position, package)
+        elif "releases" in arrays:
+            if _is_record(shape):
+                yield from self.record_members(shape, arrays["releases"], raw, position, package)
             else:
-                own = Package.from_metadata(value)
-                for index, release in enumerate(releases):
-                    yield from self.release(release, f"{position}/releases/{index}", own)
-        elif "ocid" not in value and any(key in value for key in _PACKAGE_KEYS):
+                own = Package.from_shape(shape)
+                for index, release in enumerate(arrays["releases"]):
+                    yield Found(release, own, f"{position}/releases/{index}")
+        elif shape.ocid is UNSET and any(getattr(shape, key) is not UNSET for key in _PACKAGE_KEYS):
             self.stats.empty_packages += 1
         else:
-            yield Found(value, package, position or "/")
+            yield Found(raw, package, position or "/")
 
-    def release(self, value: Any, position: str, package: Package, raw: str | None = None) -> Iterator[Item]:
-        if _is_linked_release(value):
-            self.stats.linked_releases += 1
-        else:
-            yield Found(value, package, position, raw)
+    def record(self, raw: Any, position: str, package: Package) -> Iterator[Item]:
+        try:
+            shape = _OBJECT.decode(raw)
+        except msgspec.ValidationError:
+            yield Unreadable("not_a_record", f"a record must be an object, not a JSON {_json_type(raw)}",
+                             jsontext.text_of(raw), position)
+            return
+        releases: list[Raw] = []
+        member = _present(shape.releases)
+        if member is not None:
+            try:
+                releases = _ARRAY.decode(member)
+            except msgspec.ValidationError:
+                yield Unreadable("invalid_record", f"'releases' is a JSON {_json_type(member)}, not an array",
+                                 jsontext.text_of(raw), position)
+                return
+        yield from self.record_members(shape, releases, raw, position, package)
 
-    def record(self, record: Any, position: str, package: Package) -> Iterator[Item]:
-        if not isinstance(record, dict):
-            yield Unreadable("not_a_record", f"a record must be an object, not a JSON {_json_type(record)}",
-                             _dump_raw(record), position)
-            return
-        releases = record.get("releases") or []
-        if not isinstance(releases, list):
-            yield Unreadable("invalid_record", f"'releases' is a JSON {_json_type(releases)}, not an array",
-                             _dump_raw(record), position)
-            return
+    def record_members(self, shape: _Shape, releases: list[Raw], raw: Any, position: str,
+                       package: Package) -> Iterator[Item]:
         for index, release in enumerate(releases):
-            yield from self.release(release, f"{position}/releases/{index}", package)
-        compiled = record.get("compiledRelease")
-        if isinstance(compiled, dict):
-            ocid = record.get("ocid") if isinstance(record.get("ocid"), str) else compiled.get("ocid")
+            yield Found(release, package, f"{position}/releases/{index}")
+        compiled = _present(shape.compiledRelease)
+        if compiled is not None and _json_type(compiled) == "object":
+            ocid = jsontext.value_of(shape.ocid) if shape.ocid is not UNSET else None
+            if not isinstance(ocid, str):
+                ocid = _ocid_of(compiled)
             yield Compiled(ocid if isinstance(ocid, str) else None, compiled, package,
                            f"{position}/compiledRelease")
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+class _Ocid(msgspec.Struct):
+    ocid: Any = None
 
 
-def _dump_raw(value: Any) -> str:
+def _ocid_of(raw: Any) -> Any:
     try:
-        return json.dumps(value, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        return repr(value)[:MAX_RAW_CHARS]
+        return msgspec.json.decode(raw, type=_Ocid).ocid
+    except jsontext.PARSE_ERRORS:
+        value = jsontext.value_of(raw)
+        return value.get("ocid") if isinstance(value, dict) else None
 
 
 # --- the structural walk ----------------------------------------------------------------------------------
@@ -360,6 +384,7 @@ class _ObjectState:
     pending: list[Item] = field(default_factory=list)
     streamed: bool = False
     failure: _ItemError | None = None
+    compiled_raw: str | None = None
 
 
 class _Walker:
@@ -374,8 +399,10 @@ class _Walker:
         self.stream = stream
         self.eof = stream is None
         self.retain_from: int | None = None  # absolute; the window keeps everything from here
-        self.emit = _Emitter(stats)
+        self.splitter = _Splitter(stats)
         self.stats = stats
+        # In memory a top-level value is first given to msgspec whole; a stream is always walked.
+        self.split_whole = stream is None
 
     # window management
     def _more(self) -> bool:
@@ -431,34 +458,32 @@ class _Walker:
             if not self._more():
                 raise _Broken(f"the value at character {start} is not closed before the end")
 
-    def _item(self) -> tuple[Any, str | None]:
-        """Parse the value at pos as one item; return (value, its raw text when it was cut out)."""
+    def _delimit(self) -> tuple[int, str]:
+        """The value at pos, delimited leniently (not parsed): (absolute start, its text)."""
         self._skip_ws()
         start = self.at()
-        if self.eof:
-            try:
-                value, self.pos = _DECODER.raw_decode(self.buf, self.pos)
-                return value, None
-            except (ValueError, RecursionError):
-                pass  # delimit it leniently below, then say exactly what is wrong with it
         end = self._find_end(start)
         if end == start:
             found = repr(self.buf[self.pos]) if self.pos < len(self.buf) else "end of document"
             raise _Broken(f"expected a value at character {start}, found {found}")
-        raw = self.text(start, end)
         self.pos = end - self.base
+        return start, self.text(start, end)
+
+    def _item(self) -> tuple[Any, str]:
+        """Parse the value at pos exactly; return (value, its text)."""
+        _, raw = self._delimit()
         try:
             return _parse_item(raw), raw
         except (ValueError, RecursionError) as exc:
-            raise _item_error(exc, raw) from None
+            raise _item_error(exc) from None
 
     def _key(self) -> str:
         self._skip_ws()
         start = self.at()
         end = self._find_end(start)
         try:
-            key = json.loads(self.text(start, end))
-        except ValueError:
+            key = jsontext.loads_exact(self.text(start, end))[0]
+        except (ValueError, RecursionError):
             key = None
         if not isinstance(key, str):
             raise _Broken(f"expected an object key at character {start}")
@@ -475,35 +500,65 @@ class _Walker:
                 return
             self.stats.values += 1
             position = f"@{index}" if index else ""
+            start = self.at()
             try:
                 yield from self._top_value(position)
             except _Broken as broken:
-                yield self._rest(broken.detail, position)
-                return
+                # In memory the broken value is rejected from its start; a stream may have let that go (a
+                # package's releases already given), so its rejection starts where the walk broke.
+                start = start if start >= self.base else self.at()
+                resume = self._resume_point(start)
+                if resume is None:
+                    yield from self._rest(start, broken.detail, position)
+                    return
+                yield Unreadable("invalid_json", f"{broken.detail}; the walk resumed at the next line",
+                                 self.text(start, resume), position or "/")
+                self.pos = resume - self.base
             index += 1
 
-    def _rest(self, detail: str, position: str) -> Unreadable:
-        while self._more():
-            pass
-        rest = self.buf[self.pos:]
-        if len(rest) > MAX_RAW_CHARS:
-            detail += f" (raw text cut to the first {MAX_RAW_CHARS} of {len(rest)} characters)"
-            rest = rest[:MAX_RAW_CHARS]
-        self.pos = len(self.buf)
-        return Unreadable("invalid_json", detail, rest, position or "/")
+    def _resume_point(self, start: int) -> int | None:
+        """Where a line-delimited document picks up after a broken value that started a line; else None."""
+        if start - self.base > 0 and self.buf[start - self.base - 1] != "\n":
+            return None  # the broken value did not start a line: this is not a line-delimited document
+        while True:
+            match = _LINE_START.search(self.buf, start - self.base)
+            if match is not None:
+                return match.end() + self.base
+            if not self._more():
+                return None
+
+    def _rest(self, start: int, detail: str, position: str) -> Iterator[Unreadable]:
+        """The rest of the document from ``start``, rejected in parts of at most REJECTED_PART_CHARS."""
+        self.pos = start - self.base
+        part = 0
+        while True:
+            while len(self.buf) - self.pos < REJECTED_PART_CHARS and self._more():
+                pass
+            chunk = self.buf[self.pos:self.pos + REJECTED_PART_CHARS]
+            if not chunk:
+                return
+            self.pos += len(chunk)
+            more = self.pos < len(self.buf) or self._more()
+            if part == 0 and not more:
+                yield Unreadable("invalid_json", detail, chunk, position or "/")
+                return
+            part += 1
+            yield Unreadable("invalid_json", f"{detail} (part {part} of the rest of the document, from character "
+                             f"{self.at() - len(chunk)}{'' if more else '; the last part'})", chunk,
+                             f"{position or '/'}#part{part}")
+            if not more:
+                return
 
     def _top_value(self, position: str) -> Iterator[Item]:
         char = self._peek()
-        if self.stream is None:
-            # Fast path: the whole value at C speed; the walk below only runs when that fails.
+        if self.split_whole:
             start = self.pos
             try:
-                value, self.pos = _DECODER.raw_decode(self.buf, start)
-            except (ValueError, RecursionError):
-                self.pos = start
-            else:
-                yield from self.emit.value(value, position)
+                _, raw = self._delimit()
+                yield from self.splitter.value(raw, position)
                 return
+            except (_Unsplittable, _Broken):
+                self.pos = start
         if char == "{":
             yield from self._object(position, NO_PACKAGE)
         elif char == "[":
@@ -511,43 +566,52 @@ class _Walker:
         else:
             start = self.at()
             try:
-                value, _ = self._item()
+                self._item()
             except _ItemError as error:
                 yield Unreadable(error.reason, error.detail, self.text(start), position or "/")
                 return
-            yield from self.emit.value(value, position)
+            yield Unreadable("not_ocds", f"a JSON {_json_type(self.text(start))} is not an OCDS package, record "
+                             "or release", self.text(start), position or "/")
 
-    def _elements(self, position: str) -> Iterator[tuple[str, int, Any, str | None, _ItemError | None]]:
-        """The elements of the array at pos, each parsed on its own: (position, absolute start, value, raw text,
-        error). The caller may move ``pos`` (to walk a bad element) before asking for the next one."""
+    def _elements(self, position: str) -> Iterator[tuple[str, int, str]]:
+        """The elements of the array at pos, each delimited on its own: (position, absolute start, text)."""
         self._expect("[")
         if self._peek() == "]":
             self.pos += 1
             return
         index = 0
         while True:
-            self._skip_ws()
-            start = self.at()
-            try:
-                value, raw = self._item()
-            except _ItemError as error:
-                yield f"{position}/{index}", start, None, None, error
-            else:
-                yield f"{position}/{index}", start, value, raw, None
+            start, raw = self._delimit()
+            yield f"{position}/{index}", start, raw
             index += 1
             if self._expect(",]") == "]":
                 return
 
     def _array(self, position: str) -> Iterator[Item]:
-        for element_position, start, value, _, error in self._elements(position):
-            if error is None:
-                yield from self.emit.element(value, element_position, NO_PACKAGE)
-            elif self.text(start, start + 1) == "{":
-                # A package or release with one bad part: walk it to isolate the part.
+        for element_position, start, raw in self._elements(position):
+            yield from self._walk_or_split(element_position, start, raw, NO_PACKAGE, self.splitter.element)
+
+    def _walk_or_split(self, position: str, start: int, raw: str, package: Package, split: Any) -> Iterator[Item]:
+        """An element read whole by msgspec when it can be, else walked to isolate its bad part."""
+        try:
+            items = list(split(raw, position, package))
+        except jsontext.PARSE_ERRORS:
+            if raw.startswith("{"):
+                end = self.pos
                 self.pos = start - self.base
-                yield from self._object(element_position, NO_PACKAGE)
+                yield from self._object(position, package)
+                self.pos = end
             else:
-                yield Unreadable(error.reason, error.detail, self.text(start), element_position)
+                try:
+                    _parse_item(raw)
+                except (ValueError, RecursionError) as exc:
+                    error = _item_error(exc)
+                    yield Unreadable(error.reason, error.detail, raw, position)
+                else:
+                    yield Unreadable("not_ocds", f"a JSON {_json_type(raw)} is not an OCDS package, record or "
+                                     "release", raw, position)
+            return
+        yield from items
 
     def _object(self, position: str, package: Package) -> Iterator[Item]:
         """Walk an object member by member; stream its releases/records arrays item by item."""
@@ -567,22 +631,31 @@ class _Walker:
         meta = state.meta
         if state.streamed:
             own = Package.from_metadata(meta)
-            if _is_record(meta):
+            if _is_record_meta(meta):
                 own = package
                 compiled = meta.get("compiledRelease")
                 if isinstance(compiled, dict):
                     ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
-                    yield Compiled(ocid if isinstance(ocid, str) else None, compiled, package,
+                    yield Compiled(ocid if isinstance(ocid, str) else None, state.compiled_raw, package,
                                    f"{position}/compiledRelease")
             for item in state.pending:
-                if isinstance(item, Found):
+                if isinstance(item, Found) and item.package is _PENDING:
                     item.package = own
                 yield item
             return
+        text = self.text(start)
         if state.failure is not None:
-            yield Unreadable(state.failure.reason, state.failure.detail, self.text(start), position or "/")
+            yield Unreadable(state.failure.reason, state.failure.detail, text, position or "/")
             return
-        yield from self.emit.element(meta, position, package)
+        for key in ("records", "releases"):
+            if meta.get(key) is not None:
+                yield Unreadable("invalid_package", f"'{key}' is a JSON {_json_type(jsontext.dumps(meta[key]))}, "
+                                 "not an array", text, position or "/")
+                return
+        if "ocid" not in meta and any(key in meta for key in _PACKAGE_KEYS):
+            self.stats.empty_packages += 1
+        else:
+            yield Found(text, package, position or "/")  # a release (or not one: to_row says why)
 
     def _members(self, position: str, state: _ObjectState) -> Iterator[Item]:
         """The members of the object at pos: releases/records arrays streamed, other values kept in meta."""
@@ -595,16 +668,19 @@ class _Walker:
                 if not state.streamed:
                     state.streamed = True
                     self.retain_from = state.outer_retain  # a package: its text need not be kept
-                own = Package.from_metadata(state.meta)
+                # Metadata after the array is not known yet: in memory, releases wait for it (_PENDING).
+                own = _PENDING if self.stream is None else Package.from_metadata(state.meta)
                 for item in self._members_array(key, f"{position}/{key}", own):
                     if self.stream is None:
-                        state.pending.append(item)  # in memory: emitted once the package metadata is complete
+                        state.pending.append(item)
                     else:
                         yield item
             else:
                 member_start = self.at()
                 try:
-                    state.meta[key], _ = self._item()
+                    state.meta[key], raw = self._item()
+                    if key == "compiledRelease":
+                        state.compiled_raw = raw
                 except _ItemError as error:
                     state.failure = state.failure or error
                     if state.streamed:
@@ -614,28 +690,33 @@ class _Walker:
                 return
 
     def _members_array(self, key: str, position: str, package: Package) -> Iterator[Item]:
-        for element_position, start, value, raw, error in self._elements(position):
-            if error is not None:
-                yield Unreadable(error.reason, error.detail, self.text(start), element_position)
-            elif key == "releases":
-                yield from self.emit.release(value, element_position, package, raw)
+        for element_position, start, raw in self._elements(position):
+            if key == "releases":
+                yield Found(raw, package, element_position)  # parsed (and judged) by to_row
             else:
-                yield from self.emit.record(value, element_position, package)
+                yield from self._walk_or_split(element_position, start, raw, package, self.splitter.record)
+
+
+_PENDING = Package(uri="\x00pending")  # a placeholder replaced by the package once its metadata is complete
+
+
+def _is_record_meta(meta: dict[str, Any]) -> bool:
+    if "compiledRelease" in meta or "versionedRelease" in meta:
+        return True
+    return "ocid" in meta and not any(key in meta for key in _PACKAGE_KEYS)
 
 
 def _parse_item(raw: str) -> Any:
-    value, end = _DECODER.raw_decode(raw)
-    if raw[end:].strip():
-        raise json.JSONDecodeError("Extra data", raw, end)
+    value, _ = jsontext.loads_exact(raw)
     return value
 
 
-def _item_error(exc: BaseException, raw: str) -> _ItemError:
+def _item_error(exc: BaseException) -> _ItemError:
     if isinstance(exc, RecursionError):
         return _ItemError("nesting_too_deep", "the value is nested deeper than the JSON parser allows")
-    if isinstance(exc, NonFiniteNumber):
+    if isinstance(exc, jsontext.NonFiniteNumber):
         return _ItemError("non_finite_number", f"{exc} (PostgreSQL jsonb cannot store it)")
-    if isinstance(exc, json.JSONDecodeError):
+    if isinstance(exc, ValueError) and hasattr(exc, "msg") and hasattr(exc, "pos"):
         return _ItemError("invalid_json", f"{exc.msg} at character {exc.pos} of this value")
     return _ItemError("invalid_json", str(exc))
 
@@ -684,31 +765,84 @@ def _scan_value_end(text: str, start: int) -> int | None:
 class Document:
     """A readable document: iterate ``items()``; ``stats`` fills in as it goes."""
 
-    text: str | None = None
+    data: bytes | str | None = None
     stream: TextIO | None = None
     stats: DocumentStats = field(default_factory=DocumentStats)
 
     def items(self) -> Iterator[Item]:
-        walker = _Walker(self.text or "", self.stream, self.stats)
-        yield from walker.values()
+        if self.stream is not None:
+            yield from _Walker("", self.stream, self.stats).values()
+            return
+        data = self.data or b""
+        splitter = _Splitter(self.stats)
+        try:
+            self.stats.values = 1
+            yield from splitter.value(data, "")
+            return
+        except _Unsplittable:
+            self.stats.values = 0
+        try:
+            lines = _LINES.decode_lines(data)  # JSON lines, each read whole by msgspec
+        except jsontext.PARSE_ERRORS:
+            lines = None
+        if lines is not None and len(lines) > 1:
+            try:
+                items = [item for index, line in enumerate(lines)
+                         for item in splitter.value(line, f"@{index}" if index else "")]
+            except _Unsplittable:
+                pass
+            else:
+                self.stats.values = len(lines)
+                yield from items
+                return
+        text = data if isinstance(data, str) else jsontext.text_of(data)
+        yield from _Walker(text, None, self.stats).values()
 
 
 def read_bytes(data: bytes) -> Document:
     """A document held in memory (an API page, a message body)."""
+    encoding, bom = detect_encoding(data[:4])
+    if encoding == "utf-8":
+        return Document(data=data[bom:], stats=DocumentStats(encoding=encoding))
     text, encoding = decode(data)
-    return Document(text=text, stats=DocumentStats(encoding=encoding))
+    return Document(data=text, stats=DocumentStats(encoding=encoding))
 
 
 def read_text(text: str) -> Document:
-    return Document(text=text)
+    return Document(data=text)
 
 
 def read_value(value: Any, stats: DocumentStats | None = None) -> Iterator[Item]:
     """Items from an already parsed JSON value (releases handed over as Python objects); ``stats`` fills in."""
-    return _Emitter(stats if stats is not None else DocumentStats()).value(value, "")
+    return Document(data=jsontext.dumps(value), stats=stats if stats is not None else DocumentStats()).items()
 
 
 def read_stream(binary: io.BufferedIOBase) -> Document:
     """A large file, streamed: memory is bounded by the largest release, not by the file."""
     text_stream, encoding = open_text(binary)
     return Document(stream=text_stream, stats=DocumentStats(encoding=encoding))
+
+
+def object_members(text: str) -> dict[str, str] | None:
+    """The members of the JSON object ``text`` as their texts, delimited leniently (nothing is parsed but the
+    keys); None if it is not an object. A member that cannot be delimited (a truncated value) takes the rest of
+    the text, and the members after it are not known."""
+    walker = _Walker(text, None, DocumentStats())
+    members: dict[str, str] = {}
+    try:
+        walker._expect("{")
+        if walker._peek() == "}":
+            return members
+        while True:
+            key = walker._key()
+            walker._skip_ws()
+            start = walker.at()
+            try:
+                _, members[key] = walker._delimit()
+            except _Broken:
+                members[key] = text[start:]
+                return members
+            if walker._expect(",}") == "}":
+                return members
+    except _Broken:
+        return members or None

@@ -12,6 +12,9 @@ Each may carry ``"run_id"``: the harvest run that sent it, which the worker adds
 Any other JSON body is taken as a bare OCDS document (a package pushed straight into the queue); its source is
 the ``source`` message attribute, else ``unknown``. A body that cannot be a page raises ``MessageRejected``: it is
 recorded in ``rejected_messages`` and acknowledged, since redelivering it would give the same answer.
+
+The page is never parsed here: its text goes to the reader as published, so one bad release inside an envelope
+(too deep, a syntax error, a lone surrogate) is isolated exactly as it would be in a bare package.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from ingest import documents, jsontext
 from ingest.errors import PermanentError
 
 VERSION = 1
@@ -34,7 +40,7 @@ class MessageRejected(PermanentError):
 @dataclass(frozen=True)
 class InlinePage:
     source: str
-    page: Any  # parsed JSON, or the raw text when the body could not be parsed whole (isolation happens later)
+    page: str  # the page's text as published in the body: the reader isolates what is wrong with it
     run_id: str | None = None  # the harvest run that sent it, for the logs
 
 
@@ -56,47 +62,76 @@ class S3Page:
 PageRequest = InlinePage | UrlPage | S3Page
 
 
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A version 1 body's members, each kept as its text: the page is not parsed here (the reader isolates what
+    is wrong with it, release by release)."""
+
+    version: msgspec.Raw | None = None
+    source: msgspec.Raw | None = None
+    page: msgspec.Raw | None = None
+    url: msgspec.Raw | None = None
+    s3: msgspec.Raw | None = None
+    context: msgspec.Raw | None = None
+    run_id: msgspec.Raw | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope | list[msgspec.Raw])
+
+
 def parse(body: str, source_attribute: str | None = None) -> PageRequest:
     """The page a message asks for; raises MessageRejected saying why a body cannot be one."""
     if not body.strip():
         raise MessageRejected("empty_message", "the message body is empty")
+    bare = InlinePage(source_attribute or UNKNOWN_SOURCE, body)
     try:
-        value = json.loads(body)
-    except RecursionError:
-        # Deeper than the whole-document parser goes: hand the text to the reader, which isolates the release.
-        return InlinePage(source_attribute or UNKNOWN_SOURCE, body)
-    except ValueError as exc:
-        if body.lstrip()[:1] in ("{", "["):
-            return InlinePage(source_attribute or UNKNOWN_SOURCE, body)  # the reader records what is broken
-        raise MessageRejected("not_json", f"the message body is not JSON ({exc})") from None
-    if not isinstance(value, dict) or "version" not in value or not set(value) <= _ENVELOPE_KEYS:
-        if isinstance(value, (dict, list)):
-            return InlinePage(source_attribute or UNKNOWN_SOURCE, value)
-        raise MessageRejected("not_ocds", f"the message body is a JSON {type(value).__name__}, not a page")
-    return _envelope(value)
+        envelope = _ENVELOPE.decode(body)
+    except msgspec.ValidationError:
+        if body.lstrip()[:1] == "{":
+            return bare  # an object with other members: a bare OCDS document
+        raise MessageRejected("not_ocds", "the message body is a JSON value that is neither an object nor an "
+                              "array, so it is not a page") from None
+    except jsontext.PARSE_ERRORS:
+        # Not JSON as a whole: perhaps one bad release inside an envelope or a package. Split it leniently.
+        if body.lstrip()[:1] not in ("{", "["):
+            raise MessageRejected("not_json", "the message body is not JSON (it does not start with { or [)") \
+                from None
+        members = documents.object_members(body)
+        if members is None or "version" not in members or not set(members) <= _ENVELOPE_KEYS:
+            return bare  # the reader records what is broken
+        return _envelope({key: members[key] for key in members}, body)
+    if isinstance(envelope, list) or envelope.version is None:
+        return bare
+    return _envelope({name: getattr(envelope, name) for name in _ENVELOPE_KEYS
+                      if getattr(envelope, name) is not None}, body)
 
 
-def _envelope(message: dict[str, Any]) -> PageRequest:
-    version = message.get("version")
+def _envelope(members: dict[str, Any], body: str) -> PageRequest:
+    """A version 1 envelope from its members' texts."""
+    version = jsontext.value_of(members["version"])
     if isinstance(version, bool) or version != VERSION:  # True == 1 in Python; it is not version 1
-        raise MessageRejected("unknown_version", f"message version {json.dumps(version)} is not supported "
-                              f"(this worker reads version {VERSION})")
-    source = message.get("source")
+        raise MessageRejected("unknown_version", f"message version {jsontext.text_of(members['version'])[:40]} is "
+                              f"not supported (this worker reads version {VERSION})")
+    source = jsontext.value_of(members["source"]) if "source" in members else None
     if not isinstance(source, str) or not source:
         raise MessageRejected("missing_source", "a version 1 message needs a non-empty 'source'")
-    given = [key for key in ("page", "url", "s3") if key in message]
+    if jsontext.storable_text(source) != source:
+        raise MessageRejected("invalid_source", "the message's 'source' holds a NUL or a lone surrogate, which "
+                              "cannot name a source")
+    given = [key for key in ("page", "url", "s3") if key in members]
     if len(given) != 1:
         raise MessageRejected("missing_page", "a version 1 message needs exactly one of 'page', 'url' or 's3'"
                               + (f" (it has {', '.join(given)})" if given else ""))
-    run_id = message.get("run_id") if isinstance(message.get("run_id"), str) else None
-    if "page" in message:
-        return InlinePage(source, message["page"], run_id)
-    if "url" in message:
-        url = message["url"]
+    run_id = jsontext.value_of(members["run_id"]) if "run_id" in members else None
+    run_id = run_id if isinstance(run_id, str) and jsontext.storable_text(run_id) == run_id else None
+    if "page" in members:
+        return InlinePage(source, jsontext.text_of(members["page"]), run_id)
+    if "url" in members:
+        url = jsontext.value_of(members["url"])
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            raise MessageRejected("invalid_url", f"'url' must be an http(s) URL, not {json.dumps(url)[:200]}")
+            raise MessageRejected("invalid_url", "'url' must be an http(s) URL, not "
+                                  f"{jsontext.text_of(members['url'])[:200]}")
         return UrlPage(source, url, run_id)
-    claim = message["s3"]
+    claim = jsontext.value_of(members["s3"])
     if not isinstance(claim, dict) or not isinstance(claim.get("bucket"), str) or \
             not isinstance(claim.get("key"), str) or not claim["bucket"] or not claim["key"]:
         raise MessageRejected("invalid_s3", "'s3' must be {\"bucket\": …, \"key\": …} with non-empty strings")

@@ -74,29 +74,40 @@ def _document(page: Any) -> tuple[Iterable[Item], documents.DocumentStats]:
     return documents.read_value(page, stats), stats
 
 
-def _rows(items: Iterable[Item], source: str) -> tuple[list[ReleaseRow], list[Rejection], list[CompiledRow], int]:
-    """Rows, rejections and compiled releases of some items, and how many release objects were among them."""
-    found = 0
-    rows: list[ReleaseRow] = []
-    rejections: list[Rejection] = []
-    compiled: list[CompiledRow] = []
+@dataclass
+class _Read:
+    rows: list[ReleaseRow] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    compiled: list[CompiledRow] = field(default_factory=list)
+    linked: int = 0
+
+    @property
+    def read(self) -> int:
+        """Every item that becomes a row or a rejection: so read = inserted + updated + unchanged + rejected."""
+        return len(self.rows) + len(self.rejections)
+
+
+def _rows(items: Iterable[Item], source: str) -> _Read:
+    """Rows, rejections and compiled releases of some items; linked releases (references) are counted."""
+    read = _Read()
     for item in items:
         if isinstance(item, Found):
-            found += 1
             row = to_row(item, source)
-            if isinstance(row, ReleaseRow):
-                rows.append(row)
+            if row is None:
+                read.linked += 1
+            elif isinstance(row, ReleaseRow):
+                read.rows.append(row)
             else:
-                rejections.append(row)
+                read.rejections.append(row)
         elif isinstance(item, Compiled):
             compiled_row = compiled_to_row(item, source)
             if isinstance(compiled_row, CompiledRow):
-                compiled.append(compiled_row)
+                read.compiled.append(compiled_row)
             else:
-                rejections.append(compiled_row)
+                read.rejections.append(compiled_row)
         elif isinstance(item, Unreadable):
-            rejections.append(unreadable_to_rejection(item))
-    return rows, rejections, compiled, found
+            read.rejections.append(unreadable_to_rejection(item))
+    return read
 
 
 @dataclass
@@ -119,19 +130,19 @@ class PreparedPage:
 def prepare_items(items: Iterable[Item], source: str, context: str = "",
                   strategy: str = DEFAULT_STRATEGY) -> PreparedPage:
     """Read, validate, hash and de-duplicate a page, and build its statement's parameters (pure)."""
-    rows, rejections, compiled, found = _rows(items, source)
-    unique_rows, duplicates = newest_per_key(rows)
-    unique_compiled = newest_compiled(compiled)
-    return PreparedPage(source, context, strategy, unique_rows, rejections, unique_compiled, duplicates, found,
-                        parameters=statement_parameters(strategy, unique_rows, rejections, unique_compiled, source,
-                                                        context))
+    read = _rows(items, source)
+    unique_rows, duplicates = newest_per_key(read.rows)
+    unique_compiled = newest_compiled(read.compiled)
+    return PreparedPage(source, context, strategy, unique_rows, read.rejections, unique_compiled, duplicates,
+                        read.read, linked_releases=read.linked,
+                        parameters=statement_parameters(strategy, unique_rows, read.rejections, unique_compiled,
+                                                        source, context))
 
 
 def prepare_page(page: Any, source: str, context: str = "", strategy: str = DEFAULT_STRATEGY) -> PreparedPage:
     """``prepare_items`` for a page in any shape ``save_page`` takes."""
     items, stats = _document(page)
     prepared = prepare_items(items, source, context, strategy)
-    prepared.linked_releases = stats.linked_releases
     prepared.empty_packages = stats.empty_packages
     return prepared
 
@@ -192,6 +203,5 @@ def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, co
     for batch in batches(document.items(), batch_size):
         produced = True
         yield save_items(db, batch, source, context, strategy)
-    tail = PageResult(linked_releases=document.stats.linked_releases,
-                      empty_packages=document.stats.empty_packages, pages=0 if produced else 1)
+    tail = PageResult(empty_packages=document.stats.empty_packages, pages=0 if produced else 1)
     yield tail

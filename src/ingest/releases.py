@@ -1,8 +1,11 @@
 """Release object -> row (pure): validation, normalisation, extracted columns, content hash.
 
-A row needs ``ocid`` (a non-empty string), ``id`` (a string; a number is converted) and a parseable ``date``.
-Anything else is a ``Rejection`` with a reason code, a detail and the raw JSON text, never an exception: the
-page goes on without it.
+A row needs ``ocid`` (a non-empty string), ``id`` (a string; a number is kept as its published text) and a
+parseable ``date``. Anything else is a ``Rejection`` with a reason code, a detail and the raw text as published,
+never an exception: the page goes on without it.
+
+The stored ``data`` is the release's published text (PostgreSQL's jsonb keeps its numbers exactly); Python reads
+it with exact numbers (``jsontext``) only to validate it and extract the indexed columns.
 """
 
 from __future__ import annotations
@@ -12,20 +15,24 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
+import msgspec
+
+from ingest import jsontext
 from ingest.documents import Compiled, Found, Package, Unreadable
+from ingest.jsontext import storable_text
 
 _DATE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?)?"
 )
-_NUL_ESCAPE = "\\u0000"
 
 
 @dataclass(slots=True)
 class ReleaseRow:
-    """One row of the ``releases`` table; ``data_text`` is the release as canonical JSON."""
+    """One row of the ``releases`` table; ``data_text`` is the release's text as published (NULs removed)."""
 
     ocid: str
     release_id: str
@@ -48,6 +55,7 @@ class ReleaseRow:
     content_hash: bytes
     data_text: str
     position: str = ""  # where in the document it came from (not stored; used if PostgreSQL refuses it)
+    published: str | None = None  # the published text when it differs from data_text (for the quarantine)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,20 +99,8 @@ class Rejection:
         self.raw_text = storable_text(self.raw_text)
         self.detail = storable_text(self.detail)
         self.position = storable_text(self.position)
-        # Key columns lose NULs, as rows' keys do; raw text and details keep them visible as an escape.
-        self.ocid = storable_text(self.ocid.replace("\x00", "")) if self.ocid is not None else None
-        self.release_id = storable_text(self.release_id.replace("\x00", "")) if self.release_id is not None else None
-
-
-def storable_text(text: str) -> str:
-    """Text PostgreSQL can hold: NUL written as the escape ``\\u0000``, lone surrogates as ``\\udXXX``."""
-    if "\x00" in text:
-        text = text.replace("\x00", _NUL_ESCAPE)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+        self.ocid = storable_text(self.ocid) if self.ocid is not None else None
+        self.release_id = storable_text(self.release_id) if self.release_id is not None else None
 
 
 _EPOCH = datetime(1, 1, 1, tzinfo=UTC)
@@ -156,36 +152,12 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
     return moment, flags
 
 
-def _strip_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, list):
-        return [_strip_nul(item) for item in value]
-    if isinstance(value, dict):
-        return {_strip_nul(key): _strip_nul(item) for key, item in value.items()}
-    return value
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, non-ASCII kept: the same release always gives the same text and hash."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def raw_text_of(found: Found) -> str:
-    if found.raw is not None:
-        return found.raw
-    try:
-        return json.dumps(found.value, ensure_ascii=False)
-    except (ValueError, RecursionError):
-        return repr(found.value)
-
-
 def _text(value: Any) -> str | None:
-    """A value for a text column: strings as they are, numbers as JSON writes them, anything else NULL."""
+    """A value for a text column: strings as they are, numbers as their exact value, anything else NULL."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return json.dumps(value)
+        return value
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
@@ -198,41 +170,97 @@ def _get(obj: Any, *path: str) -> Any:
 
 
 def _amount(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)  # exact: the published digits, never a float
     return None
 
 
-def _serialise(value: Any) -> tuple[str, bytes, bool]:
-    """Canonical text and its UTF-8 bytes; NULs removed (jsonb cannot hold them) and reported."""
+@dataclass(slots=True)
+class ReadRelease:
+    """A release's text as it will be stored, the release parsed exactly, and what reading it found."""
+
+    text: str
+    value: Any
+    flags: list[str]
+    published: str  # the text as published (before NUL removal), for the quarantine
+
+
+class _IdText(msgspec.Struct):
+    id: msgspec.Raw | None = None
+
+
+def _parse(text: str) -> tuple[Any, int]:
+    """The value and its number of repeated keys: msgspec first, the standard library where it refuses."""
     try:
-        text = canonical_json(value)
-    except RecursionError:
-        raise _Reject("nesting_too_deep", "the release is nested deeper than can be serialised") from None
-    except ValueError as exc:
-        raise _Reject("non_finite_number", f"{exc} (PostgreSQL jsonb cannot store NaN or Infinity)") from None
-    nul_removed = False
-    if _NUL_ESCAPE in text:
-        cleaned = _strip_nul(value)
-        cleaned_text = canonical_json(cleaned)
-        nul_removed = cleaned_text != text
-        text = cleaned_text
-    try:
-        encoded = text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise _Reject("invalid_unicode", f"a string holds a lone surrogate ({exc.reason}), which is not "
-                      "valid Unicode text") from None
-    return text, encoded, nul_removed
+        value = jsontext.DECODER.decode(text)
+    except jsontext.PARSE_ERRORS:
+        try:
+            return jsontext.loads_exact(text)
+        except RecursionError:
+            raise _Reject("nesting_too_deep", "the release is nested deeper than the JSON parser allows") from None
+        except jsontext.NonFiniteNumber as exc:
+            raise _Reject("non_finite_number", f"{exc} (PostgreSQL jsonb cannot store NaN or Infinity)") from None
+        except ValueError as exc:
+            detail = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise _Reject("invalid_json", f"the release is not valid JSON: {detail}") from None
+    return value, jsontext.keys_in_text(text) - jsontext.keys_in_value(value)
+
+
+def read_release(raw: Any) -> ReadRelease:
+    """Read a release's published text: decide its bytes, parse it exactly, find what jsonb would change.
+
+    Raises _Reject for text that cannot be stored as published. The stored text is the published text,
+    except that NUL escapes are removed (jsonb cannot hold NUL) and bytes that were not valid in the
+    document's encoding are read as windows-1252 (flag ``legacy_encoding``).
+    """
+    flags: list[str] = []
+    text, legacy = jsontext.repaired(jsontext.text_of(raw))
+    if legacy:
+        flags.append("legacy_encoding")
+    value, repeated = _parse(text)
+    if jsontext.lone_surrogate(value) or jsontext.lone_surrogate(text):
+        raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text (PostgreSQL "
+                      "cannot store it)")
+    if repeated:
+        flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
+    published = text
+    if jsontext.has_nul_escape(text):
+        if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
+                                           if isinstance(item, str)):
+            raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
+                          "and removing it could merge this release with another")
+        text = jsontext.without_nul_escapes(text)
+        value, repeated_after = _parse(text)
+        if repeated_after > repeated:
+            raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
+                          "two distinct keys of one object the same")
+        flags.append("nul_removed")
+    huge = jsontext.number_out_of_range(text, value)
+    if huge is not None:
+        raise _Reject("number_out_of_range", f"the number {huge} is beyond what PostgreSQL's numeric holds")
+    return ReadRelease(text, value, flags, published)
+
+
+def _release_id(release: dict[str, Any], text: str, flags: list[str]) -> str:
+    release_id = release.get("id")
+    if isinstance(release_id, (int, Decimal)) and not isinstance(release_id, bool):
+        flags.append("id_number")
+        try:
+            raw_id = msgspec.json.decode(text, type=_IdText).id
+        except jsontext.PARSE_ERRORS:
+            raw_id = None
+        # The id exactly as published: 9007199254740993.0 and 9007199254740992.0 are different releases.
+        return str(raw_id, "utf-8") if raw_id is not None else str(release_id)
+    if not isinstance(release_id, str) or not release_id:
+        raise _Reject("missing_id", "the release has no id (a string is required)"
+                      if release_id is None else "id must be a string or a number")
+    return release_id
 
 
 def _hash(encoded: bytes, package: Package, source: str) -> bytes:
     # The hash covers every stored column that comes from the input, so that two rows with the same key and
     # date but different package fields still have a strict order and the final table cannot depend on the
-    # order pages arrive in.
+    # order pages arrive in. The release part is its text as stored: exact, with no re-serialisation.
     digest = hashlib.sha256(encoded)
     for part in (package.uri, package.publisher_name, package.version, source):
         if part is None:
@@ -243,24 +271,23 @@ def _hash(encoded: bytes, package: Package, source: str) -> bytes:
     return digest.digest()
 
 
-def to_row(found: Found, source: str) -> ReleaseRow | Rejection:
-    """A release -> a row, or a rejection saying why not."""
-    release = found.value
-    ocid = release.get("ocid") if isinstance(release, dict) else None
-    release_id = release.get("id") if isinstance(release, dict) else None
+def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
+    """A release -> a row, a rejection saying why not, or None for a linked release (a reference, not data)."""
+    ocid: Any = None
+    release_id: Any = None
     try:
+        read = read_release(found.raw)
+        release = read.value
         if not isinstance(release, dict):
             raise _Reject("not_an_object", f"a release must be a JSON object, not {type(release).__name__}")
-        flags: list[str] = []
+        if "url" in release and "ocid" not in release:
+            return None
+        flags = read.flags
+        ocid = release.get("ocid")
         if not isinstance(ocid, str) or not ocid.strip():
             raise _Reject("missing_ocid", "the release has no ocid (a non-empty string is required)"
-                          if ocid is None else f"ocid must be a non-empty string, not {json.dumps(ocid)[:80]}")
-        if isinstance(release_id, (int, float)) and not isinstance(release_id, bool):
-            release_id = json.dumps(release_id)
-            flags.append("id_number")
-        if not isinstance(release_id, str) or not release_id:
-            raise _Reject("missing_id", "the release has no id (a string is required)"
-                          if release_id is None else "id must be a string or a number")
+                          if ocid is None else f"ocid must be a non-empty string, not {jsontext.dumps(ocid)[:80]}")
+        release_id = _release_id(release, read.text, flags)
         date_text = release.get("date")
         if not isinstance(date_text, str):
             raise _Reject("missing_date", "the release has no date" if date_text is None
@@ -278,13 +305,9 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection:
             tag = list(tag)
         else:
             tag = None
-        data_text, encoded, nul_removed = _serialise(release)
-        if nul_removed:
-            flags.append("nul_removed")
-            ocid, release_id = ocid.replace("\x00", ""), release_id.replace("\x00", "")
-            date_text = date_text.replace("\x00", "")
-            tag = [item.replace("\x00", "") for item in tag] if tag else tag
         package = found.package
+        if package.escaped:
+            flags.append("package_escaped")
         value = _get(release, "tender", "value")
         return ReleaseRow(
             ocid=ocid,
@@ -305,13 +328,14 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection:
             ocds_version=package.version,
             source=source,
             flags=flags,
-            content_hash=_hash(encoded, package, source),
-            data_text=data_text,
+            content_hash=_hash(read.text.encode("utf-8"), package, source),
+            data_text=read.text,
             position=found.position,
+            published=None if read.published is read.text else read.published,
         )
     except _Reject as reject:
-        return Rejection(reject.reason, reject.detail, raw_text_of(found), found.position,
-                         ocid=ocid if isinstance(ocid, str) else None,
+        return Rejection(reject.reason, reject.detail, jsontext.repaired(jsontext.text_of(found.raw))[0],
+                         found.position, ocid=ocid if isinstance(ocid, str) else None,
                          release_id=release_id if isinstance(release_id, str) else None)
 
 
@@ -320,21 +344,21 @@ def compiled_to_row(compiled: Compiled, source: str) -> CompiledRow | Rejection:
 
     Its date is optional here (a compiled release is keyed by ocid alone); an unparseable one is stored as NULL.
     """
-    found = Found(compiled.value, compiled.package, compiled.position)
+    raw_text = jsontext.repaired(jsontext.text_of(compiled.raw))[0]
     if not compiled.ocid:
-        return Rejection("missing_ocid", "the record and its compiledRelease have no ocid",
-                         raw_text_of(found), compiled.position)
-    date_text = compiled.value.get("date")
+        return Rejection("missing_ocid", "the record and its compiledRelease have no ocid", raw_text,
+                         compiled.position)
+    try:
+        read = read_release(compiled.raw)
+    except _Reject as reject:
+        return Rejection(reject.reason, reject.detail, raw_text, compiled.position, ocid=compiled.ocid)
+    date_text = read.value.get("date") if isinstance(read.value, dict) else None
     try:
         release_date = parse_date(date_text)[0] if isinstance(date_text, str) else None
     except ValueError:
         release_date = None
-    try:
-        data_text, encoded, _ = _serialise(compiled.value)
-    except _Reject as reject:
-        return Rejection(reject.reason, reject.detail, raw_text_of(found), compiled.position, ocid=compiled.ocid)
     return CompiledRow(compiled.ocid, release_date, source, compiled.package.uri,
-                       _hash(encoded, compiled.package, source), data_text)
+                       _hash(read.text.encode("utf-8"), compiled.package, source), read.text)
 
 
 def unreadable_to_rejection(item: Unreadable) -> Rejection:

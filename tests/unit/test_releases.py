@@ -19,7 +19,6 @@ from ingest.releases import (
     CompiledRow,
     Rejection,
     ReleaseRow,
-    canonical_json,
     compiled_to_row,
     newest_per_key,
     parse_date,
@@ -66,14 +65,19 @@ def expected_hash(data_text: str, package: Package, source: str) -> bytes:
     return digest.digest()
 
 
+def text(release: Any) -> str:
+    """A release as the text a publisher would send (tests build releases as Python values)."""
+    return release if isinstance(release, str) else json.dumps(release, ensure_ascii=False)
+
+
 def row_of(release: Any, package: Package = PACKAGE, source: str = SOURCE, position: str = "/releases/0") -> ReleaseRow:
-    result = to_row(Found(release, package, position), source)
+    result = to_row(Found(text(release), package, position), source)
     assert isinstance(result, ReleaseRow), result
     return result
 
 
 def rejection_of(release: Any, position: str = "/releases/0") -> Rejection:
-    result = to_row(Found(release, PACKAGE, position), SOURCE)
+    result = to_row(Found(text(release), PACKAGE, position), SOURCE)
     assert isinstance(result, Rejection), result
     return result
 

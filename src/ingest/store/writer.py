@@ -323,6 +323,6 @@ class _Writer:
 
 def _refused_rejection(row: ReleaseRow | CompiledRow, refused: DataRefused) -> Rejection:
     if isinstance(row, ReleaseRow):
-        return Rejection("database_refused", refused.detail, row.data_text, row.position, ocid=row.ocid,
-                         release_id=row.release_id)
+        return Rejection("database_refused", refused.detail, row.published or row.data_text, row.position,
+                         ocid=row.ocid, release_id=row.release_id)
     return Rejection("database_refused", refused.detail, row.data_text, "compiledRelease", ocid=row.ocid)

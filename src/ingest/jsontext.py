@@ -1,0 +1,221 @@
+"""Exact JSON text (pure): numbers never pass through a Python float, texts are kept as published.
+
+A release is stored as the text its publisher sent; PostgreSQL's jsonb and numeric keep every number of it
+exactly. Python only reads what it needs, with msgspec (C speed) where the text allows it and the standard
+library's parser with exact hooks where it does not (lone surrogates, integers beyond 4,300 digits, nesting
+near the recursion limit). Floats become ``Decimal`` and integers of any length stay exact in both.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+DECODER = msgspec.json.Decoder(float_hook=Decimal)
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+# Errors a parse may raise: msgspec's own, and ValueError (UnicodeError, JSONDecodeError) and RecursionError.
+PARSE_ERRORS: tuple[type[BaseException], ...] = (msgspec.MsgspecError, ValueError, RecursionError)
+
+# PostgreSQL's numeric holds up to 131,072 digits before the decimal point and 16,383 after it.
+_NUMERIC_MAX_INTEGER_DIGITS = 131072
+_NUMERIC_MAX_FRACTION_DIGITS = 16383
+# A cheap screen for numbers that may not fit numeric: a long exponent or a very long run of digits.
+_MAYBE_HUGE_NUMBER = re.compile(r"[eE][+-]?0*[1-9]\d{3,}|\d{16000}")
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_SPACE_BEFORE_COLON = re.compile(r'"[ \t\r\n]+:')
+_KEY_OR_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"[ \t\r\n]*(:?)', re.DOTALL)
+
+
+class NonFiniteNumber(ValueError):
+    """Raised if NaN or Infinity appears: they are not JSON numbers and jsonb cannot hold them."""
+
+
+def _no_constants(name: str) -> Any:
+    raise NonFiniteNumber(f"{name} is not a JSON number")
+
+
+def _exact_int(text: str) -> int | Decimal:
+    # Python refuses to convert integers over 4,300 digits (a guard against quadratic time); Decimal holds them.
+    return int(text) if len(text) <= 4000 else Decimal(text)
+
+
+class _Duplicates:
+    """An object_pairs_hook that keeps the last value of a repeated key, as jsonb does, and counts repeats."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        self.count += len(pairs) - len(obj)
+        return obj
+
+
+def loads_exact(text: str) -> tuple[Any, int]:
+    """Parse with the standard library, exactly; return (value, number of repeated keys).
+
+    The slow path, for what msgspec refuses: lone surrogates, very long integers, deep nesting.
+    Raises ValueError (JSONDecodeError, NonFiniteNumber) or RecursionError.
+    """
+    duplicates = _Duplicates()
+    value = json.loads(text, parse_float=Decimal, parse_int=_exact_int, parse_constant=_no_constants,
+                       object_pairs_hook=duplicates)
+    return value, duplicates.count
+
+
+def value_of(raw: Any) -> Any:
+    """A small JSON value (package fields, envelope fields) as Python, exactly; None if it cannot be read."""
+    try:
+        return DECODER.decode(raw)
+    except PARSE_ERRORS:
+        pass
+    try:
+        return loads_exact(repaired(text_of(raw))[0])[0]
+    except PARSE_ERRORS:
+        return None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON of a Python value; Decimals are written with their exact digits."""
+    try:
+        return _ENCODER.encode(value).decode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: written as its escape, so the reader sees (and rejects) exactly what was given.
+        return json.dumps(value, separators=(",", ":"), default=float)
+
+
+# --- keys -------------------------------------------------------------------------------------------------
+
+
+def _colon_keys(text: str) -> int:
+    # In JSON text a quote right before a colon closes a key, unless an odd run of backslashes escapes it (then
+    # it is inside a string). Counting '":' after k backslashes for every k, alternately, leaves the keys.
+    total, sign, prefix = 0, 1, '":'
+    while (found := text.count(prefix)) > 0:
+        total += sign * found
+        sign, prefix = -sign, "\\" + prefix
+    return total
+
+
+def keys_in_text(text: str) -> int:
+    """How many object keys a valid JSON text spells out (repeated keys counted each time)."""
+    if _SPACE_BEFORE_COLON.search(text) is None:
+        return _colon_keys(text)
+    return _KEY_OR_STRING.findall(text).count(":")  # whitespace before a colon: tokenise the strings
+
+
+def keys_in_value(value: Any) -> int:
+    """How many keys a parsed value holds (its objects' keys are distinct by construction)."""
+    return _colon_keys(_ENCODER.encode(value).decode("utf-8"))
+
+
+# --- numbers and characters that jsonb cannot hold --------------------------------------------------------
+
+
+def number_out_of_range(text: str, value: Any) -> str | None:
+    """The first number of ``value`` that PostgreSQL's numeric cannot hold, as text; None if all fit."""
+    if _MAYBE_HUGE_NUMBER.search(text) is None:
+        return None
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, Decimal):
+            exponent = item.as_tuple().exponent
+            assert isinstance(exponent, int)  # NaN and Infinity never get here
+            integer_digits = len(item.as_tuple().digits) + exponent
+            if integer_digits > _NUMERIC_MAX_INTEGER_DIGITS or -exponent > _NUMERIC_MAX_FRACTION_DIGITS:
+                return str(item)[:40]
+    return None
+
+
+def has_nul_escape(text: str) -> bool:
+    return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
+def without_nul_escapes(text: str) -> str:
+    """The JSON text with every ``\\u0000`` escape removed (and nothing else changed)."""
+    return _NUL_ESCAPE.sub(r"\1", text)
+
+
+def lone_surrogate(value: Any) -> bool:
+    """Whether a string or key anywhere in ``value`` holds a lone surrogate (not Unicode text)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# --- bytes and text ---------------------------------------------------------------------------------------
+
+_ESCAPED_BYTES = re.compile("[\udc00-\udcff]")
+
+
+def _escape_bytes(error: UnicodeError) -> tuple[str, int]:
+    """Decoding error handler: each byte the encoding cannot read becomes U+DC00 + byte, so nothing is lost
+    while a document is walked; ``repaired`` decides later what each such byte was, release by release."""
+    assert isinstance(error, UnicodeDecodeError)
+    bad = error.object[error.start:error.end]
+    return "".join(chr(0xDC00 + byte) for byte in bad), error.end
+
+
+codecs.register_error("ocds-bytes", _escape_bytes)
+
+
+def _legacy_char(match: re.Match[str]) -> str:
+    byte = ord(match.group()) - 0xDC00
+    # windows-1252 covers ISO-8859-1's printable range and adds the curly quotes and euro sign legacy publishers
+    # use; its five undefined bytes are taken as ISO-8859-1.
+    return bytes([byte]).decode("windows-1252", "ignore") or chr(byte)
+
+
+def text_of(raw: Any) -> str:
+    """Bytes (or a buffer, or text) as text; bytes that are not UTF-8 are kept as U+DC00 + byte."""
+    if isinstance(raw, str):
+        return raw
+    return str(raw, "utf-8", "ocds-bytes")
+
+
+def repaired(text: str) -> tuple[str, bool]:
+    """Text with each undecodable byte (U+DC00 + byte) read as windows-1252; and whether there was any.
+
+    Only the bytes that were not valid in the document's encoding change: valid text around them is never
+    re-decoded, so a file with one Latin-1 byte keeps every correct UTF-8 character elsewhere.
+    """
+    if _encodable(text) or _ESCAPED_BYTES.search(text) is None:
+        return text, False
+    return _ESCAPED_BYTES.sub(_legacy_char, text), True
+
+
+def storable_text(text: str) -> str:
+    """Text PostgreSQL can hold: NUL written as the escape ``\\u0000``, lone surrogates as ``\\udXXX``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    if not _encodable(text):
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
