@@ -375,6 +375,9 @@ class _Broken(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+        # Where the unaccounted text starts: a package whose releases were given already is rejected from the
+        # break on, anything else from its own start.
+        self.unaccounted_from: int | None = None
 
 
 @dataclass
@@ -504,9 +507,8 @@ class _Walker:
             try:
                 yield from self._top_value(position)
             except _Broken as broken:
-                # In memory the broken value is rejected from its start; a stream may have let that go (a
-                # package's releases already given), so its rejection starts where the walk broke.
-                start = start if start >= self.base else self.at()
+                if broken.unaccounted_from is not None:
+                    start = broken.unaccounted_from
                 resume = self._resume_point(start)
                 if resume is None:
                     yield from self._rest(start, broken.detail, position)
@@ -622,9 +624,11 @@ class _Walker:
         self._expect("{")
         try:
             yield from self._members(position, state)
-        except _Broken:
+        except _Broken as broken:
             # The releases read before the break are good: hand them over, then report the rest as broken.
-            yield from state.pending
+            yield from _with_package(state.pending, Package.from_metadata(state.meta))
+            if state.streamed and broken.unaccounted_from is None:
+                broken.unaccounted_from = self.at()
             raise
         finally:
             self.retain_from = state.outer_retain
@@ -638,10 +642,7 @@ class _Walker:
                     ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
                     yield Compiled(ocid if isinstance(ocid, str) else None, state.compiled_raw, package,
                                    f"{position}/compiledRelease")
-            for item in state.pending:
-                if isinstance(item, Found) and item.package is _PENDING:
-                    item.package = own
-                yield item
+            yield from _with_package(state.pending, own)
             return
         text = self.text(start)
         if state.failure is not None:
@@ -698,6 +699,13 @@ class _Walker:
 
 
 _PENDING = Package(uri="\x00pending")  # a placeholder replaced by the package once its metadata is complete
+
+
+def _with_package(items: list[Item], package: Package) -> Iterator[Item]:
+    for item in items:
+        if isinstance(item, Found) and item.package is _PENDING:
+            item.package = package
+        yield item
 
 
 def _is_record_meta(meta: dict[str, Any]) -> bool:

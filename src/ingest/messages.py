@@ -66,13 +66,13 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
     """A version 1 body's members, each kept as its text: the page is not parsed here (the reader isolates what
     is wrong with it, release by release)."""
 
-    version: msgspec.Raw | None = None
-    source: msgspec.Raw | None = None
-    page: msgspec.Raw | None = None
-    url: msgspec.Raw | None = None
-    s3: msgspec.Raw | None = None
-    context: msgspec.Raw | None = None
-    run_id: msgspec.Raw | None = None
+    version: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    source: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    page: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    url: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    s3: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    context: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    run_id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope | list[msgspec.Raw])
@@ -99,10 +99,10 @@ def parse(body: str, source_attribute: str | None = None) -> PageRequest:
         if members is None or "version" not in members or not set(members) <= _ENVELOPE_KEYS:
             return bare  # the reader records what is broken
         return _envelope({key: members[key] for key in members}, body)
-    if isinstance(envelope, list) or envelope.version is None:
+    if isinstance(envelope, list) or envelope.version is msgspec.UNSET:
         return bare
     return _envelope({name: getattr(envelope, name) for name in _ENVELOPE_KEYS
-                      if getattr(envelope, name) is not None}, body)
+                      if getattr(envelope, name) is not msgspec.UNSET}, body)
 
 
 def _envelope(members: dict[str, Any], body: str) -> PageRequest:

@@ -186,7 +186,7 @@ class ReadRelease:
 
 
 class _IdText(msgspec.Struct):
-    id: msgspec.Raw | None = None
+    id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 def _parse(text: str) -> tuple[Any, int]:
@@ -250,7 +250,7 @@ def _release_id(release: dict[str, Any], text: str, flags: list[str]) -> str:
         except jsontext.PARSE_ERRORS:
             raw_id = None
         # The id exactly as published: 9007199254740993.0 and 9007199254740992.0 are different releases.
-        return str(raw_id, "utf-8") if raw_id is not None else str(release_id)
+        return str(raw_id, "utf-8") if isinstance(raw_id, msgspec.Raw) else str(release_id)
     if not isinstance(release_id, str) or not release_id:
         raise _Reject("missing_id", "the release has no id (a string is required)"
                       if release_id is None else "id must be a string or a number")
@@ -334,6 +334,8 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             published=None if read.published is read.text else read.published,
         )
     except _Reject as reject:
+        if ocid is None and isinstance(value := found.value, dict):  # rejected before its fields were read
+            ocid, release_id = value.get("ocid"), value.get("id")
         return Rejection(reject.reason, reject.detail, jsontext.repaired(jsontext.text_of(found.raw))[0],
                          found.position, ocid=ocid if isinstance(ocid, str) else None,
                          release_id=release_id if isinstance(release_id, str) else None)
