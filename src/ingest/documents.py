@@ -781,7 +781,8 @@ class Document:
         if self.stream is not None:
             yield from _Walker("", self.stream, self.stats).values()
             return
-        data = self.data or b""
+        # Whitespace around the document is no part of any value (a bare release is the document itself).
+        data = (self.data or b"").strip(b" \t\r\n" if isinstance(self.data, bytes) else " \t\r\n")
         splitter = _Splitter(self.stats)
         try:
             self.stats.values = 1

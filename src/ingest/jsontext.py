@@ -27,7 +27,9 @@ _NUMERIC_MAX_FRACTION_DIGITS = 16383
 # A cheap screen for numbers that may not fit numeric: a long exponent or a very long run of digits.
 _MAYBE_HUGE_NUMBER = re.compile(r"[eE][+-]?0*[1-9]\d{3,}|\d{16000}")
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-_SPACE_BEFORE_COLON = re.compile(r'"[ \t\r\n]+:')
+# Where counting '":' could mistake something for the end of a key: whitespace before a colon, or a string that
+# starts with a colon (its opening quote follows one of {[,: ). Such texts are tokenised instead.
+_AMBIGUOUS_COLON = re.compile(r'"[ \t\r\n]+:|[{\[,:][ \t\r\n]*":')
 _KEY_OR_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"[ \t\r\n]*(:?)', re.DOTALL)
 
 
@@ -56,26 +58,28 @@ class _Duplicates:
         return obj
 
 
-def loads_exact(text: str) -> tuple[Any, int]:
+def loads_exact(text: str, constants: bool = False) -> tuple[Any, int]:
     """Parse with the standard library, exactly; return (value, number of repeated keys).
 
-    The slow path, for what msgspec refuses: lone surrogates, very long integers, deep nesting.
+    The slow path, for what msgspec refuses: lone surrogates, very long integers, deep nesting. NaN and
+    Infinity are refused unless ``constants`` (to read the identifiers of a release rejected for them).
     Raises ValueError (JSONDecodeError, NonFiniteNumber) or RecursionError.
     """
     duplicates = _Duplicates()
-    value = json.loads(text, parse_float=Decimal, parse_int=_exact_int, parse_constant=_no_constants,
-                       object_pairs_hook=duplicates)
+    value = json.loads(text, parse_float=Decimal, parse_int=_exact_int,
+                       parse_constant=Decimal if constants else _no_constants, object_pairs_hook=duplicates)
     return value, duplicates.count
 
 
-def value_of(raw: Any) -> Any:
-    """A small JSON value (package fields, envelope fields) as Python, exactly; None if it cannot be read."""
+def value_of(raw: Any, constants: bool = False) -> Any:
+    """A JSON value as Python, exactly; None if it cannot be read. ``constants`` lets NaN and Infinity through
+    (as Decimal), for reading what a rejected release says about itself."""
     try:
         return DECODER.decode(raw)
     except PARSE_ERRORS:
         pass
     try:
-        return loads_exact(repaired(text_of(raw))[0])[0]
+        return loads_exact(repaired(text_of(raw))[0], constants)[0]
     except PARSE_ERRORS:
         return None
 
@@ -94,7 +98,8 @@ def dumps(value: Any) -> str:
 
 def _colon_keys(text: str) -> int:
     # In JSON text a quote right before a colon closes a key, unless an odd run of backslashes escapes it (then
-    # it is inside a string). Counting '":' after k backslashes for every k, alternately, leaves the keys.
+    # it is inside a string) or it opens a string that starts with a colon (``keys_in_text`` rules that out).
+    # Counting '":' after k backslashes for every k, alternately, leaves the keys.
     total, sign, prefix = 0, 1, '":'
     while (found := text.count(prefix)) > 0:
         total += sign * found
@@ -104,14 +109,14 @@ def _colon_keys(text: str) -> int:
 
 def keys_in_text(text: str) -> int:
     """How many object keys a valid JSON text spells out (repeated keys counted each time)."""
-    if _SPACE_BEFORE_COLON.search(text) is None:
+    if _AMBIGUOUS_COLON.search(text) is None:
         return _colon_keys(text)
-    return _KEY_OR_STRING.findall(text).count(":")  # whitespace before a colon: tokenise the strings
+    return _KEY_OR_STRING.findall(text).count(":")
 
 
 def keys_in_value(value: Any) -> int:
     """How many keys a parsed value holds (its objects' keys are distinct by construction)."""
-    return _colon_keys(_ENCODER.encode(value).decode("utf-8"))
+    return keys_in_text(_ENCODER.encode(value).decode("utf-8"))
 
 
 # --- numbers and characters that jsonb cannot hold --------------------------------------------------------
@@ -144,6 +149,29 @@ def has_nul_escape(text: str) -> bool:
 def without_nul_escapes(text: str) -> str:
     """The JSON text with every ``\\u0000`` escape removed (and nothing else changed)."""
     return _NUL_ESCAPE.sub(r"\1", text)
+
+
+_UNICODE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
+
+
+def lone_surrogate_escape(text: str) -> bool:
+    """Whether the JSON text escapes a lone surrogate (``\\ud800`` not followed by a low one): jsonb refuses it,
+    even in a value that a repeated key replaces."""
+    if "\\u" not in text:
+        return False
+    high_ends_at: int | None = None
+    for match in _UNICODE_ESCAPE.finditer(text):
+        code = int(match.group(2), 16)
+        if high_ends_at is not None:
+            if match.start(2) - 2 == high_ends_at and 0xDC00 <= code <= 0xDFFF:
+                high_ends_at = None
+                continue
+            return True
+        if 0xD800 <= code <= 0xDBFF:
+            high_ends_at = match.end()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return True
+    return high_ends_at is not None
 
 
 def lone_surrogate(value: Any) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from ingest import documents
+from ingest import documents, jsontext
 from ingest.releases import parse_date
 
 
@@ -204,4 +204,4 @@ def _key(release: dict[str, Any]) -> str:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+    return jsontext.dumps(value).encode("utf-8")  # numbers exactly as the samples publish them

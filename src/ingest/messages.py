@@ -124,7 +124,9 @@ def _envelope(members: dict[str, Any], body: str) -> PageRequest:
     run_id = jsontext.value_of(members["run_id"]) if "run_id" in members else None
     run_id = run_id if isinstance(run_id, str) and jsontext.storable_text(run_id) == run_id else None
     if "page" in members:
-        return InlinePage(source, jsontext.text_of(members["page"]), run_id)
+        page = jsontext.text_of(members["page"])
+        # A page cut off before it began: the whole body goes to the reader, which records it as broken.
+        return InlinePage(source, page if page.strip() else body, run_id)
     if "url" in members:
         url = jsontext.value_of(members["url"])
         if not isinstance(url, str) or not url.startswith(("https://", "http://")):

@@ -161,6 +161,16 @@ def _text(value: Any) -> str | None:
     return None
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, Decimal)):
+        return "number"
+    return {str: "string", list: "array"}.get(type(value), "object")
+
+
 def _get(obj: Any, *path: str) -> Any:
     for key in path:
         if not isinstance(obj, dict):
@@ -194,6 +204,10 @@ def _parse(text: str) -> tuple[Any, int]:
     try:
         value = jsontext.DECODER.decode(text)
     except jsontext.PARSE_ERRORS:
+        # msgspec refuses lone surrogates, which jsonb refuses too (even where a repeated key drops the value).
+        if jsontext.lone_surrogate(text) or jsontext.lone_surrogate_escape(text):
+            raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text "
+                          "(PostgreSQL cannot store it)") from None
         try:
             return jsontext.loads_exact(text)
         except RecursionError:
@@ -215,12 +229,12 @@ def read_release(raw: Any) -> ReadRelease:
     """
     flags: list[str] = []
     text, legacy = jsontext.repaired(jsontext.text_of(raw))
+    # The value alone: a bare release read in memory carries the document's surrounding whitespace, a streamed
+    # one does not, and the same release must give the same text and hash either way.
+    text = text.strip(" \t\r\n")
     if legacy:
         flags.append("legacy_encoding")
     value, repeated = _parse(text)
-    if jsontext.lone_surrogate(value) or jsontext.lone_surrogate(text):
-        raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text (PostgreSQL "
-                      "cannot store it)")
     if repeated:
         flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
     published = text
@@ -279,7 +293,7 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
         read = read_release(found.raw)
         release = read.value
         if not isinstance(release, dict):
-            raise _Reject("not_an_object", f"a release must be a JSON object, not {type(release).__name__}")
+            raise _Reject("not_an_object", f"a release must be a JSON object, not a JSON {_json_type(release)}")
         if "url" in release and "ocid" not in release:
             return None
         flags = read.flags
@@ -334,8 +348,11 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             published=None if read.published is read.text else read.published,
         )
     except _Reject as reject:
-        if ocid is None and isinstance(value := found.value, dict):  # rejected before its fields were read
-            ocid, release_id = value.get("ocid"), value.get("id")
+        # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.
+        value = jsontext.value_of(found.raw, constants=True)
+        if isinstance(value, dict):
+            ocid = value.get("ocid") if ocid is None else ocid
+            release_id = release_id if isinstance(release_id, str) else _text(value.get("id"))
         return Rejection(reject.reason, reject.detail, jsontext.repaired(jsontext.text_of(found.raw))[0],
                          found.position, ocid=ocid if isinstance(ocid, str) else None,
                          release_id=release_id if isinstance(release_id, str) else None)
@@ -364,7 +381,7 @@ def compiled_to_row(compiled: Compiled, source: str) -> CompiledRow | Rejection:
 
 
 def unreadable_to_rejection(item: Unreadable) -> Rejection:
-    return Rejection(item.reason, item.detail, item.raw, item.position)
+    return Rejection(item.reason, item.detail, jsontext.repaired(item.raw)[0], item.position)
 
 
 def newest_per_key(rows: list[ReleaseRow]) -> tuple[list[ReleaseRow], int]:

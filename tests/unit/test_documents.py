@@ -7,11 +7,13 @@ import io
 import json
 import tracemalloc
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
-from ingest import documents
+from ingest import documents, jsontext
 from ingest.documents import (
     NO_PACKAGE,
     Compiled,
@@ -28,7 +30,7 @@ from ingest.documents import (
     read_text,
     read_value,
 )
-from ingest.releases import Rejection, to_row
+from ingest.releases import Rejection, ReleaseRow, to_row
 from tests.conftest import samples_dir
 
 PACKAGE = Package(uri="https://example.com/package.json", publisher_name="Publisher", version="1.1")
@@ -57,11 +59,24 @@ def stream_document(data: bytes) -> Document:
 
 
 def summary(items: list[Item]) -> list[tuple[str, str, Any]]:
-    """(type, position, value) per item; an Unreadable is summarised by its reason (its raw text may differ)."""
+    """(type, position, value) per item, the value parsed exactly; an Unreadable is summarised by its reason."""
     return [
         (type(item).__name__, item.position, item.reason if isinstance(item, Unreadable) else item.value)
         for item in items
     ]
+
+
+def view(item: Item) -> tuple[Any, ...]:
+    """An item as plain values: a Found or Compiled shows the exact text it carries (as published)."""
+    if isinstance(item, Found):
+        return ("Found", jsontext.text_of(item.raw), item.package, item.position)
+    if isinstance(item, Compiled):
+        return ("Compiled", item.ocid, jsontext.text_of(item.raw), item.package, item.position)
+    return ("Unreadable", item.reason, item.detail, item.raw, item.position)
+
+
+def views(items: Any) -> list[tuple[Any, ...]]:
+    return [view(item) for item in items]
 
 
 def read_in_memory(text: str) -> list[Item]:
@@ -91,12 +106,25 @@ def test_release_package_yields_every_release_with_the_package_fields() -> None:
     # WHEN it is read
     document = read_bytes(data)
     items = list(document.items())
-    # THEN each release is a Found carrying the package fields, in order
-    assert items == [Found(R1, PACKAGE, "/releases/0"), Found(R2, PACKAGE, "/releases/1")]
-    assert document.stats == DocumentStats(encoding="utf-8", values=1, linked_releases=0, empty_packages=0)
+    # THEN each release is a Found carrying its exact text and the package fields, in order
+    assert views(items) == [("Found", json.dumps(R1), PACKAGE, "/releases/0"),
+                            ("Found", json.dumps(R2), PACKAGE, "/releases/1")]
+    assert [item.value for item in items] == [R1, R2]  # type: ignore[union-attr]
+    assert document.stats == DocumentStats(encoding="utf-8", values=1, empty_packages=0)
 
 
-def test_record_package_yields_embedded_releases_and_compiled_releases_and_only_counts_linked_ones() -> None:
+@pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
+def test_found_carries_the_release_text_exactly_as_published(reader: Callable[[str], list[Item]]) -> None:
+    # GIVEN releases with whitespace, key order, number texts, escapes and a repeated key that a parser would change
+    first = '{ "ocid" : "ocds-a",\n  "id": "1", "amount": 1.10, "big": 12345678901234567890.123456789,\n  "e": 1E400 }'
+    second = '{"id":"2","ocid":"ocds-\\u00e9", "note": "caf\u00e9 \\ud83d\\ude3c", "id": "2b", "n": -0.0e-0}'
+    # WHEN it is read
+    items = reader(package_text(first, second))
+    # THEN each Found carries its text character for character
+    assert views(items) == [("Found", first, PACKAGE, "/releases/0"), ("Found", second, PACKAGE, "/releases/1")]
+
+
+def test_record_package_yields_embedded_and_linked_releases_and_compiled_releases() -> None:
     # GIVEN a record package: record 0 has an embedded and a linked release, record 1 only linked releases
     linked = {"url": "https://example.com/r.json", "date": "2020-01-01T00:00:00Z", "tag": ["tender"]}
     compiled_a = {"ocid": "ocds-a", "id": "ocds-a-compiled", "date": "2020-01-01T00:00:00Z", "tag": ["compiled"]}
@@ -108,13 +136,18 @@ def test_record_package_yields_embedded_releases_and_compiled_releases_and_only_
     # WHEN it is read
     document = read_bytes(data)
     items = list(document.items())
-    # THEN embedded releases are Found, linked releases are only counted, compiled releases carry the record's ocid
-    assert items == [
-        Found(R1, PACKAGE, "/records/0/releases/0"),
-        Compiled("ocds-a", compiled_a, PACKAGE, "/records/0/compiledRelease"),
-        Compiled("ocds-b", compiled_b, PACKAGE, "/records/1/compiledRelease"),
+    # THEN every release is a Found (to_row tells a linked one, a reference, from data), and compiled releases
+    # carry the record's ocid
+    assert views(items) == [
+        ("Found", json.dumps(R1), PACKAGE, "/records/0/releases/0"),
+        ("Found", json.dumps(linked), PACKAGE, "/records/0/releases/1"),
+        ("Compiled", "ocds-a", json.dumps(compiled_a), PACKAGE, "/records/0/compiledRelease"),
+        ("Found", json.dumps(linked), PACKAGE, "/records/1/releases/0"),
+        ("Found", json.dumps(linked), PACKAGE, "/records/1/releases/1"),
+        ("Compiled", "ocds-b", json.dumps(compiled_b), PACKAGE, "/records/1/compiledRelease"),
     ]
-    assert document.stats.linked_releases == 3
+    rows = [to_row(item, "test") for item in items if isinstance(item, Found)]
+    assert isinstance(rows[0], ReleaseRow) and rows[1:] == [None, None, None]
 
 
 def test_real_record_package_with_linked_releases_yields_only_the_compiled_releases() -> None:
@@ -123,38 +156,51 @@ def test_real_record_package_with_linked_releases_yields_only_the_compiled_relea
     document = read_bytes(data)
     # WHEN it is read
     items = list(document.items())
-    # THEN two compiled releases come out with their records' ocids, and the 4 linked releases are counted
-    assert [(type(item).__name__, item.position, getattr(item, "ocid", None)) for item in items] == [
-        ("Compiled", "/records/0/compiledRelease", "OCDS-87SD3T-AD-SF-DRM-063-2015"),
-        ("Compiled", "/records/1/compiledRelease", "OCDS-87SD3T-AD-SF-DRM-065-2015"),
-    ]
-    assert document.stats.linked_releases == 4
+    # THEN two compiled releases come out with their records' ocids, and the 4 linked releases are only references
+    compiled = [(item.position, item.ocid) for item in items if isinstance(item, Compiled)]
+    assert compiled == [("/records/0/compiledRelease", "OCDS-87SD3T-AD-SF-DRM-063-2015"),
+                        ("/records/1/compiledRelease", "OCDS-87SD3T-AD-SF-DRM-065-2015")]
+    linked = [item for item in items if isinstance(item, Found)]
+    assert len(linked) == 4 and len(items) == 6
+    assert [to_row(item, "test") for item in linked] == [None] * 4
 
 
 def test_bare_release_is_one_found_at_the_root() -> None:
-    assert items_of(json.dumps(R1)) == [Found(R1, NO_PACKAGE, "/")]
+    assert views(items_of(json.dumps(R1))) == [("Found", json.dumps(R1), NO_PACKAGE, "/")]
+
+
+@pytest.mark.parametrize("reader", [
+    pytest.param(read_in_memory, id="in-memory"),
+    pytest.param(read_streamed, id="streamed"),
+])
+def test_bare_value_text_excludes_the_whitespace_around_it(reader: Callable[[str], list[Item]]) -> None:
+    release = json.dumps(R1)
+    assert views(reader(" \n " + release + "\n")) == [("Found", release, NO_PACKAGE, "/")]
+    assert views(reader('\t{"releases": {} }\n')) == [
+        ("Unreadable", "invalid_package", "'releases' is a JSON object, not an array", '{"releases": {} }', "/")]
 
 
 def test_bare_record_yields_its_releases_then_its_compiled_release() -> None:
     compiled = {"id": "compiled", "tag": ["compiled"]}
     text = json.dumps({"ocid": "ocds-a", "releases": [R1, R2], "compiledRelease": compiled})
-    assert items_of(text) == [
-        Found(R1, NO_PACKAGE, "/releases/0"),
-        Found(R2, NO_PACKAGE, "/releases/1"),
-        Compiled("ocds-a", compiled, NO_PACKAGE, "/compiledRelease"),
+    assert views(items_of(text)) == [
+        ("Found", json.dumps(R1), NO_PACKAGE, "/releases/0"),
+        ("Found", json.dumps(R2), NO_PACKAGE, "/releases/1"),
+        ("Compiled", "ocds-a", json.dumps(compiled), NO_PACKAGE, "/compiledRelease"),
     ]
 
 
 def test_json_array_of_releases_yields_each_release_at_its_index() -> None:
-    assert items_of(json.dumps([R1, R2])) == [Found(R1, NO_PACKAGE, "/0"), Found(R2, NO_PACKAGE, "/1")]
+    assert views(items_of(json.dumps([R1, R2]))) == [("Found", json.dumps(R1), NO_PACKAGE, "/0"),
+                                                     ("Found", json.dumps(R2), NO_PACKAGE, "/1")]
 
 
 def test_json_array_of_packages_keeps_each_package_fields() -> None:
     other_meta = {"uri": "https://example.com/other.json", "publisher": {"name": "Other"}, "version": "1.0"}
     text = json.dumps([{**PACKAGE_META, "releases": [R1]}, {**other_meta, "releases": [R2]}])
-    assert items_of(text) == [
-        Found(R1, PACKAGE, "/0/releases/0"),
-        Found(R2, Package("https://example.com/other.json", "Other", "1.0"), "/1/releases/0"),
+    assert views(items_of(text)) == [
+        ("Found", json.dumps(R1), PACKAGE, "/0/releases/0"),
+        ("Found", json.dumps(R2), Package("https://example.com/other.json", "Other", "1.0"), "/1/releases/0"),
     ]
 
 
@@ -175,17 +221,32 @@ def test_portugal_api_page_array_of_one_package_yields_100_releases_with_the_pac
 
 def test_concatenated_json_yields_each_value_with_its_value_index() -> None:
     document = read_text(json.dumps(R1) + json.dumps(R2) + " " + json.dumps({**PACKAGE_META, "releases": [R3]}))
-    assert list(document.items()) == [
-        Found(R1, NO_PACKAGE, "/"),
-        Found(R2, NO_PACKAGE, "@1"),
-        Found(R3, PACKAGE, "@2/releases/0"),
+    assert views(document.items()) == [
+        ("Found", json.dumps(R1), NO_PACKAGE, "/"),
+        ("Found", json.dumps(R2), NO_PACKAGE, "@1"),
+        ("Found", json.dumps(R3), PACKAGE, "@2/releases/0"),
     ]
     assert document.stats.values == 3
 
 
 def test_json_lines_yield_one_item_per_line() -> None:
     text = "\n".join(json.dumps(release) for release in (R1, R2, R3)) + "\n"
-    assert items_of(text) == [Found(R1, NO_PACKAGE, "/"), Found(R2, NO_PACKAGE, "@1"), Found(R3, NO_PACKAGE, "@2")]
+    assert views(items_of(text)) == [("Found", json.dumps(R1), NO_PACKAGE, "/"),
+                                     ("Found", json.dumps(R2), NO_PACKAGE, "@1"),
+                                     ("Found", json.dumps(R3), NO_PACKAGE, "@2")]
+
+
+@pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
+def test_json_lines_with_a_broken_line_lose_only_that_line(reader: Callable[[str], list[Item]]) -> None:
+    # GIVEN JSON lines whose middle line is not JSON
+    text = FIRST + "\n{bad\n" + LAST + "\n"
+    # WHEN it is read THEN the lines around it survive and the broken line alone is rejected, as published
+    assert views(reader(text)) == [
+        ("Found", FIRST, NO_PACKAGE, "/"),
+        ("Unreadable", "invalid_json", f"expected an object key at character {len(FIRST) + 2}; the walk resumed at "
+         "the next line", "{bad\n", "@1"),
+        ("Found", LAST, NO_PACKAGE, "@2"),
+    ]
 
 
 def test_package_without_releases_is_counted_as_empty_and_yields_nothing() -> None:
@@ -197,14 +258,14 @@ def test_package_without_releases_is_counted_as_empty_and_yields_nothing() -> No
 def test_real_empty_package_is_counted_as_empty() -> None:
     document = read_bytes((samples_dir() / "api-pages" / "opentender-eu_empty-package-no-releases.json").read_bytes())
     assert list(document.items()) == []
-    assert document.stats == DocumentStats(encoding="utf-8", values=1, linked_releases=0, empty_packages=1)
+    assert document.stats == DocumentStats(encoding="utf-8", values=1, empty_packages=1)
 
 
 @pytest.mark.parametrize("data", [b"", b" \r\n\t "], ids=["empty", "whitespace"])
 def test_empty_document_yields_nothing(data: bytes) -> None:
     document = read_bytes(data)
     assert list(document.items()) == []
-    assert document.stats == DocumentStats(encoding="utf-8", values=0, linked_releases=0, empty_packages=0)
+    assert document.stats == DocumentStats(encoding="utf-8", values=0, empty_packages=0)
 
 
 @pytest.mark.parametrize(("text", "kind"), [("42", "number"), ('"text"', "string"), ("null", "null"),
@@ -215,9 +276,9 @@ def test_top_level_scalar_is_unreadable_not_ocds(text: str, kind: str) -> None:
     ]
 
 
-def test_releases_that_is_not_an_array_is_unreadable_invalid_package() -> None:
-    assert items_of('{"releases":{}}') == [
-        Unreadable("invalid_package", "'releases' is a JSON object, not an array", '{"releases": {}}', "/")
+def test_releases_that_is_not_an_array_is_unreadable_invalid_package_with_its_published_text() -> None:
+    assert items_of('{"releases" :{} }') == [
+        Unreadable("invalid_package", "'releases' is a JSON object, not an array", '{"releases" :{} }', "/")
     ]
 
 
@@ -225,34 +286,41 @@ def test_non_object_release_is_found_and_then_rejected_by_to_row() -> None:
     # GIVEN a releases array holding `true`
     items = items_of('{"releases":[true]}')
     # THEN it is handed over as a Found...
-    assert items == [Found(True, NO_PACKAGE, "/releases/0")]
+    assert views(items) == [("Found", "true", NO_PACKAGE, "/releases/0")]
     # ...and to_row rejects it
-    assert to_row(items[0], "test") == Rejection("not_an_object", "a release must be a JSON object, not bool",
+    assert to_row(items[0], "test") == Rejection("not_an_object", "a release must be a JSON object, not a JSON boolean",
                                                  "true", "/releases/0")
 
 
-def test_read_value_reads_already_parsed_python_values() -> None:
-    assert list(read_value([R1, {"releases": [R2]}])) == [
-        Found(R1, NO_PACKAGE, "/0"),
-        Found(R2, NO_PACKAGE, "/1/releases/0"),
+def test_read_value_reads_already_parsed_python_values_exactly() -> None:
+    # GIVEN parsed values, one with an exact Decimal and an integer beyond a double
+    exact = {**R2, "amount": Decimal("0.1000000000000000055511151231257827"), "big": 2**70}
+    # WHEN they are read THEN each release is its compact JSON text, numbers written with their exact digits
+    items = list(read_value([R1, {"releases": [exact]}]))
+    assert views(items) == [
+        ("Found", json.dumps(R1, separators=(",", ":")), NO_PACKAGE, "/0"),
+        ("Found", json.dumps(R2, separators=(",", ":"))[:-1] + ',"amount":0.1000000000000000055511151231257827,'
+         f'"big":{2**70}}}', NO_PACKAGE, "/1/releases/0"),
     ]
+    assert items[1].value == exact  # type: ignore[union-attr]
 
 
 # --- package metadata after the releases --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("middle", "expected"), [
-    (json.dumps(R2), [R1, R2, R3]),
-    ('{"ocid":"ocds-b","id":"2","n":1e9999}', [R1, R3]),
+@pytest.mark.parametrize(("middle", "fast"), [
+    (json.dumps(R2), True),
+    ('{"ocid":"ocds-b","id":"2","n":"\\ud800"}', False),  # msgspec refuses a lone surrogate: the walk isolates it
 ], ids=["fast-path", "structural-walk"])
-def test_package_metadata_after_the_releases_is_applied_to_every_found_in_memory(
-        middle: str, expected: list[dict[str, Any]]) -> None:
+def test_package_metadata_after_the_releases_is_applied_to_every_found_in_memory(middle: str, fast: bool) -> None:
     # GIVEN a package whose metadata comes AFTER its releases array (in the walk case, one release is bad)
     text = '{"releases":[' + FIRST + "," + middle + "," + LAST + "]," + json.dumps(PACKAGE_META)[1:]
     # WHEN it is read in memory
-    found = [item for item in items_of(text) if isinstance(item, Found)]
-    # THEN every Found still carries the package fields
-    assert [(item.value, item.package) for item in found] == [(value, PACKAGE) for value in expected]
+    items = items_of(text)
+    # THEN every Found still carries the package fields (and the case took the path it names)
+    assert views(items) == [("Found", release, PACKAGE, f"/releases/{index}")
+                            for index, release in enumerate([FIRST, middle, LAST])]
+    assert [isinstance(item, Found) and isinstance(item.raw, msgspec.Raw) for item in items] == [fast] * 3
 
 
 # --- encodings ----------------------------------------------------------------------------------------------
@@ -279,8 +347,23 @@ def test_unicode_encodings_are_detected_and_decoded_without_bom(data: bytes, enc
     assert decode(data) == (RELEASE_TEXT, encoding)
     # THEN the document reads the same release, and says which encoding it had
     document = read_bytes(data)
-    assert list(document.items()) == [Found(RELEASE_VALUE, NO_PACKAGE, "/")]
+    items = list(document.items())
+    assert views(items) == [("Found", RELEASE_TEXT, NO_PACKAGE, "/")]
+    assert items[0].value == RELEASE_VALUE  # type: ignore[union-attr]
     assert document.stats.encoding == encoding
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf_16_with_an_odd_byte_count_keeps_the_text_and_rejects_the_stray_byte(encoding: str) -> None:
+    # GIVEN a UTF-16 document with one byte too many (issue 8: this used to crash the load)
+    data = RELEASE_TEXT.encode(encoding) + b"\x7f"
+    # WHEN it is decoded and read THEN the release survives and the stray byte is kept (as U+DC00 + byte) and rejected
+    assert decode(data) == (RELEASE_TEXT + "\udc7f", encoding)
+    assert views(read_bytes(data).items()) == [
+        ("Found", RELEASE_TEXT, NO_PACKAGE, "/"),
+        ("Unreadable", "invalid_json", f"the value at character {len(RELEASE_TEXT)} is not closed before the end",
+         "\udc7f", "@1"),
+    ]
 
 
 @pytest.mark.parametrize(("head", "expected"), [
@@ -300,29 +383,57 @@ def test_detect_encoding_from_bom_or_zero_byte_pattern(head: bytes, expected: tu
     assert detect_encoding(head) == expected
 
 
-def test_windows_1252_bytes_decode_curly_quotes() -> None:
+def test_decode_keeps_bytes_invalid_in_utf_8_as_escapes_and_each_release_reads_them_as_windows_1252() -> None:
+    # GIVEN UTF-8 bytes with windows-1252 curly quotes, euro sign and é
     data = b'{"ocid":"ocds-a","id":"1","title":"\x93quoted\x94 \x80 caf\xe9"}'
-    assert decode(data) == ('{"ocid":"ocds-a","id":"1","title":"“quoted” € café"}', "windows-1252")
+    # WHEN they are decoded THEN nothing is re-decoded: each invalid byte is kept as U+DC00 + byte...
+    text, encoding = decode(data)
+    assert (text, encoding) == ('{"ocid":"ocds-a","id":"1","title":"\udc93quoted\udc94 \udc80 caf\udce9"}', "utf-8")
+    # ...and the release holding them reads them as windows-1252
+    assert jsontext.repaired(text) == ('{"ocid":"ocds-a","id":"1","title":"“quoted” € café"}', True)
+    [item] = read_bytes(data).items()
+    assert isinstance(item, Found) and item.value["title"] == "“quoted” € café"
 
 
-def test_bytes_undefined_in_windows_1252_fall_back_to_iso_8859_1() -> None:
+def test_bytes_undefined_in_windows_1252_fall_back_to_iso_8859_1_byte_by_byte() -> None:
     data = b'{"ocid":"ocds-a","id":"1","title":"\x81 \x93"}'
-    assert decode(data) == ('{"ocid":"ocds-a","id":"1","title":"\x81 \x93"}', "iso-8859-1")
+    assert decode(data) == ('{"ocid":"ocds-a","id":"1","title":"\udc81 \udc93"}', "utf-8")
+    [item] = read_bytes(data).items()
+    assert isinstance(item, Found) and item.value["title"] == "\x81 “"
 
 
-def test_real_iso_8859_1_file_decodes_like_its_utf_8_twin() -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=READER_IDS)
+def test_one_windows_1252_byte_changes_only_its_release_never_valid_utf_8_elsewhere(streamed: bool) -> None:
+    # GIVEN a UTF-8 package whose first release spells Café correctly and whose second holds one Latin-1 byte
+    first = json.dumps({**R1, "title": "Café 😼"}, ensure_ascii=False)
+    second = json.dumps({**R2, "title": "caf\udce9"}, ensure_ascii=False)  # U+DC00 + byte: the byte \xe9 below
+    data = package_text(first, second).encode("utf-8", "surrogateescape")
+    assert b'"caf\xe9"' in data
+    items = list((stream_document(data) if streamed else read_bytes(data)).items())
+    # WHEN the releases become rows
+    rows = [to_row(item, "test") for item in items]
+    # THEN the first is exactly as published and unflagged; only the second is read as windows-1252, and flagged
+    assert [(row.data_text, row.flags) for row in rows if isinstance(row, ReleaseRow)] == [
+        (first, []), (second.replace("\udce9", "é"), ["legacy_encoding"])]
+
+
+def test_real_iso_8859_1_file_reads_like_its_utf_8_twin() -> None:
     # GIVEN the real CDMX package encoded ISO-8859-1 and its UTF-8 twin
     legacy = (samples_dir() / "invalid-and-awkward" / "real-cdmx_encoding-iso-8859-1.json").read_bytes()
     twin = (samples_dir() / "ocdskit-realdata" / "release-package_encoding-utf-8.json").read_bytes()
-    # WHEN the legacy bytes are decoded
-    text, encoding = decode(legacy)
-    # THEN the accented text is right and the items equal the twin's
-    assert "SECRETARÍA DE FINANZAS" in text
-    assert encoding == "windows-1252"
-    assert text == legacy.decode("iso-8859-1")  # every byte of this file means the same in both
-    legacy_items = list(read_bytes(legacy).items())
-    assert [item.value["id"] for item in legacy_items] == ["01", "02", "03"]  # type: ignore[union-attr]
-    assert legacy_items == list(read_bytes(twin).items())
+    # WHEN both become rows
+    legacy_rows = [to_row(item, "test") for item in read_bytes(legacy).items()]
+    twin_rows = [to_row(item, "test") for item in read_bytes(twin).items()]
+    # THEN the legacy rows hold the accented text, each its published bytes read as windows-1252, flagged, and
+    # the same data as the twin's
+    assert all(isinstance(row, ReleaseRow) for row in legacy_rows + twin_rows)
+    assert [row.release_id for row in legacy_rows] == ["01", "02", "03"]  # type: ignore[union-attr]
+    assert [row.flags for row in legacy_rows] == [["legacy_encoding"]] * 3  # type: ignore[union-attr]
+    assert [row.flags for row in twin_rows] == [[]] * 3  # type: ignore[union-attr]
+    assert all("SECRETARÍA DE FINANZAS" in row.data_text for row in legacy_rows)  # type: ignore[union-attr]
+    assert all(row.data_text in legacy.decode("iso-8859-1") for row in legacy_rows)  # type: ignore[union-attr]
+    assert [json.loads(row.data_text) for row in legacy_rows] == [  # type: ignore[union-attr]
+        json.loads(row.data_text) for row in twin_rows]  # type: ignore[union-attr]
 
 
 # --- isolation of one bad release ---------------------------------------------------------------------------
@@ -337,29 +448,43 @@ def test_release_nested_too_deep_is_isolated_with_its_exact_raw_text(reader: Cal
     middle = '{"ocid":"ocds-b","id":"2","deep":' + "[" * 100_000 + "]" * 100_000 + "}"
     # WHEN it is read
     items = _isolated(reader, middle)
-    # THEN the releases around it survive, and it alone is unreadable with its exact text
-    assert summary(items) == [("Found", "/releases/0", R1), ("Unreadable", "/releases/1", "nesting_too_deep"),
-                              ("Found", "/releases/2", R3)]
-    bad = items[1]
-    assert isinstance(bad, Unreadable)
-    assert bad.raw == middle
-    assert bad.detail == "the value is nested deeper than the JSON parser allows"
+    # THEN the releases around it survive, and it alone is handed on with its exact text...
+    assert views(items) == [("Found", FIRST, PACKAGE, "/releases/0"), ("Found", middle, PACKAGE, "/releases/1"),
+                            ("Found", LAST, PACKAGE, "/releases/2")]
+    # ...for to_row to reject it alone
+    rows = [to_row(item, "test") for item in items]
+    assert isinstance(rows[0], ReleaseRow) and isinstance(rows[2], ReleaseRow)
+    assert rows[1] == Rejection("nesting_too_deep", "the release is nested deeper than the JSON parser allows", middle,
+                                "/releases/1", ocid=None, release_id=None)
 
 
 @pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
-@pytest.mark.parametrize(("number", "detail"), [
-    ("1e9999", "number 1e9999 is out of range (PostgreSQL jsonb cannot store it)"),
-    ("NaN", "NaN is not a JSON number (PostgreSQL jsonb cannot store it)"),
-    ("-Infinity", "-Infinity is not a JSON number (PostgreSQL jsonb cannot store it)"),
-])
+@pytest.mark.parametrize("number", ["NaN", "-Infinity"])
 def test_release_with_non_finite_number_is_isolated_with_its_exact_raw_text(
-        reader: Callable[[str], list[Item]], number: str, detail: str) -> None:
-    middle = '{"ocid":"ocds-b","id":"2","tender":{"value":{"amount":' + number + "}}}"
+        reader: Callable[[str], list[Item]], number: str) -> None:
+    middle = '{"ocid":"ocds-b","id":"2","date":"2020-01-01","tender":{"value":{"amount":' + number + "}}}"
     items = _isolated(reader, middle)
-    assert summary(items) == [("Found", "/releases/0", R1), ("Unreadable", "/releases/1", "non_finite_number"),
-                              ("Found", "/releases/2", R3)]
-    assert items[1] == Unreadable("non_finite_number", detail, middle, "/releases/1")
-    assert isinstance(items[0], Found) and items[0].package == PACKAGE
+    assert views(items) == [("Found", FIRST, PACKAGE, "/releases/0"), ("Found", middle, PACKAGE, "/releases/1"),
+                            ("Found", LAST, PACKAGE, "/releases/2")]
+    rows = [to_row(item, "test") for item in items]
+    assert isinstance(rows[0], ReleaseRow) and isinstance(rows[2], ReleaseRow)
+    rejection = rows[1]
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, rejection.detail, rejection.raw_text, rejection.position) == (
+        "non_finite_number", f"{number} is not a JSON number (PostgreSQL jsonb cannot store NaN or Infinity)", middle,
+        "/releases/1")
+
+
+@pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
+def test_release_with_a_number_beyond_a_double_is_read_and_stored_exactly(reader: Callable[[str], list[Item]]) -> None:
+    # GIVEN a release whose amount overflows a double (jsonb and numeric hold it)
+    middle = '{"ocid":"ocds-b","id":"2","date":"2020-01-01","tender":{"value":{"amount":1e9999}}}'
+    items = _isolated(reader, middle)
+    # THEN it is a release like its neighbours, stored as published
+    assert views(items)[1] == ("Found", middle, PACKAGE, "/releases/1")
+    row = to_row(items[1], "test")
+    assert isinstance(row, ReleaseRow)
+    assert (row.data_text, row.value_amount) == (middle, "1E+9999")
 
 
 @pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
@@ -369,11 +494,36 @@ def test_syntax_error_keeps_the_releases_before_it_and_reports_the_rest(reader: 
     error_at = text.index(",,") + 1
     # WHEN it is read
     items = reader(text)
-    # THEN the first release survives and one Unreadable holds the rest of the text from the error onward
-    assert summary(items) == [("Found", "/releases/0", R1), ("Unreadable", "/", "invalid_json")]
-    assert items[1] == Unreadable("invalid_json", f"expected a value at character {error_at}, found ','",
-                                  text[error_at:], "/")
+    # THEN the first release survives, with the package fields read before it, and one Unreadable holds the rest
+    # of the text from the error onward
+    assert views(items) == [
+        ("Found", FIRST, PACKAGE, "/releases/0"),
+        ("Unreadable", "invalid_json", f"expected a value at character {error_at}, found ','", text[error_at:], "/"),
+    ]
     assert text[error_at:] == "," + LAST + "]}"
+
+
+@pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
+def test_rest_after_a_syntax_error_is_rejected_whole_in_parts(reader: Callable[[str], list[Item]],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN parts of at most 50 characters, and a syntax error followed by more than three parts of text
+    monkeypatch.setattr(documents, "REJECTED_PART_CHARS", 50)
+    text = package_text(FIRST, "", LAST, LAST)
+    error_at = text.index(",,") + 1
+    rest = text[error_at:]
+    assert 150 < len(rest) <= 200
+    # WHEN it is read
+    items = reader(text)
+    # THEN the rest is rejected in four parts that together are exactly the rest: nothing cut, nothing lost
+    assert views(items[:1]) == [("Found", FIRST, PACKAGE, "/releases/0")]
+    parts = items[1:]
+    assert all(isinstance(part, Unreadable) and part.reason == "invalid_json" for part in parts)
+    assert "".join(part.raw for part in parts) == rest  # type: ignore[union-attr]
+    assert [part.position for part in parts] == ["/#part1", "/#part2", "/#part3", "/#part4"]
+    assert [len(part.raw) for part in parts[:3]] == [50, 50, 50]  # type: ignore[union-attr]
+    assert [part.detail for part in parts] == [  # type: ignore[union-attr]
+        f"expected a value at character {error_at}, found ',' (part {index + 1} of the rest of the document, from "
+        f"character {error_at + 50 * index}{'; the last part' if index == 3 else ''})" for index in range(4)]
 
 
 # --- streaming equals in memory -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ingest import messages
+from ingest import documents, messages
 from ingest.errors import PermanentError
 from ingest.messages import (
     UNKNOWN_SOURCE,
@@ -31,6 +31,9 @@ PACKAGE: dict[str, Any] = {
 }
 
 
+PACKAGE_TEXT = json.dumps(PACKAGE)
+
+
 def rejection(body: str, source_attribute: str | None = None) -> MessageRejected:
     with pytest.raises(MessageRejected) as caught:
         parse(body, source_attribute)
@@ -40,16 +43,37 @@ def rejection(body: str, source_attribute: str | None = None) -> MessageRejected
 # --- the three envelopes ------------------------------------------------------------------------------------
 
 
-def test_inline_envelope_parses_to_its_source_and_page() -> None:
+def test_inline_envelope_parses_to_its_source_and_the_page_text_as_published() -> None:
     body = json.dumps({"version": 1, "source": "portugal", "page": PACKAGE})
 
-    assert parse(body) == InlinePage("portugal", PACKAGE)
+    assert parse(body) == InlinePage("portugal", PACKAGE_TEXT)
 
 
 def test_inline_envelope_keeps_a_page_of_any_json_shape() -> None:
-    # Isolating releases is the reader's job: an array, a string or null is still handed over.
+    # Isolating releases is the reader's job: an array, a string or null is still handed over, as its text.
     for page in ([PACKAGE["releases"][0]], "not a package", None, 3):
-        assert parse(json.dumps({"version": 1, "source": "s", "page": page})) == InlinePage("s", page)
+        assert parse(json.dumps({"version": 1, "source": "s", "page": page})) == InlinePage("s", json.dumps(page))
+
+
+def test_inline_page_text_is_the_exact_slice_of_the_body() -> None:
+    # GIVEN a page whose spacing, number texts, escapes and repeated key a parser would change
+    page_text = '{ "releases" : [ {"ocid": "ocds-\\u00e9", "id": 1.10, "n": 1234567890123456789.123456789, "id": 2} ] }'
+    body = '{"version": 1, "source": "uk", "page":  ' + page_text + "  }"
+
+    assert parse(body) == InlinePage("uk", page_text)
+
+
+@pytest.mark.parametrize("page_text", [
+    pytest.param('{"releases": [{"ocid": "a"}, {"ocid": "b",, "id": "2"}, {"ocid": "c"}]}', id="syntax-error"),
+    pytest.param('{"releases": [{"ocid": "a"}, {"deep": ' + "[" * 100_000 + "]" * 100_000 + "}]}", id="too-deep"),
+    pytest.param('{"releases": [{"ocid": "a", "n": ' + "7" * 5000 + "}]}", id="over-long-integer"),
+    pytest.param('{"releases": [{"ocid": "a", "t": "\\ud800"}]}', id="lone-surrogate"),
+])
+def test_envelope_whose_page_holds_a_bad_release_keeps_its_source_and_the_page_text(page_text: str) -> None:
+    # GIVEN a version 1 envelope whose page holds one bad release (issue 8: it was rejected whole, source unknown)
+    body = '{"version": 1, "source": "portugal", "run_id": "r1", "page": ' + page_text + "}"
+    # THEN the envelope is read as such: the reader isolates the bad release and keeps the others
+    assert parse(body, "attribute") == InlinePage("portugal", page_text, "r1")
 
 
 def test_url_envelope_parses_to_its_source_and_url() -> None:
@@ -71,7 +95,7 @@ def test_s3_envelope_parses_to_its_source_bucket_and_key() -> None:
 def test_envelope_source_wins_over_the_message_attribute() -> None:
     body = json.dumps({"version": 1, "source": "from-body", "page": PACKAGE})
 
-    assert parse(body, "from-attribute") == InlinePage("from-body", PACKAGE)
+    assert parse(body, "from-attribute") == InlinePage("from-body", PACKAGE_TEXT)
 
 
 def test_envelope_may_carry_a_context_key() -> None:
@@ -85,39 +109,54 @@ def test_envelope_may_carry_a_context_key() -> None:
 
 def test_bare_package_takes_its_source_from_the_attribute() -> None:
     # An OCDS package has a "version" ("1.1") but also keys no envelope has, so it is a bare document.
-    assert parse(json.dumps(PACKAGE), "portugal") == InlinePage("portugal", PACKAGE)
+    assert parse(PACKAGE_TEXT, "portugal") == InlinePage("portugal", PACKAGE_TEXT)
 
 
 @pytest.mark.parametrize("attribute", [None, ""])
 def test_bare_package_without_attribute_has_unknown_source(attribute: str | None) -> None:
-    assert parse(json.dumps(PACKAGE), attribute) == InlinePage(UNKNOWN_SOURCE, PACKAGE)
+    assert parse(PACKAGE_TEXT, attribute) == InlinePage(UNKNOWN_SOURCE, PACKAGE_TEXT)
     assert UNKNOWN_SOURCE == "unknown"
 
 
 def test_bare_json_array_is_an_inline_page() -> None:
-    releases = PACKAGE["releases"] * 2
+    body = json.dumps(PACKAGE["releases"] * 2)
 
-    assert parse(json.dumps(releases), "uk") == InlinePage("uk", releases)
+    assert parse(body, "uk") == InlinePage("uk", body)
 
 
 def test_empty_object_and_empty_array_are_inline_pages() -> None:
-    assert parse("{}") == InlinePage(UNKNOWN_SOURCE, {})
-    assert parse("[]") == InlinePage(UNKNOWN_SOURCE, [])
+    assert parse("{}") == InlinePage(UNKNOWN_SOURCE, "{}")
+    assert parse(" [ ]") == InlinePage(UNKNOWN_SOURCE, " [ ]")
 
 
-def test_object_without_version_is_a_bare_document_even_with_envelope_keys() -> None:
-    # The contract: any JSON object that is not a versioned envelope is a bare document.
-    body = json.dumps({"source": "s", "page": PACKAGE})
+@pytest.mark.parametrize("envelope", [{"source": "s", "page": PACKAGE},
+                                      {"version": 1, "source": "s", "page": PACKAGE, "extra": 1}],
+                         ids=["no-version", "unknown-key"])
+def test_object_that_is_not_a_versioned_envelope_is_a_bare_document(envelope: dict[str, Any]) -> None:
+    # The contract: any JSON object that is not a versioned envelope (only envelope keys) is a bare document.
+    body = json.dumps(envelope)
 
-    assert parse(body, "attr") == InlinePage("attr", {"source": "s", "page": PACKAGE})
+    assert parse(body, "attr") == InlinePage("attr", body)
 
 
-def test_truncated_json_object_is_handed_over_as_raw_text() -> None:
-    # GIVEN a body that starts like a package but was cut off
-    body = json.dumps(PACKAGE)[:-20]
-
-    # WHEN it is parsed THEN the reader gets the text, to isolate what it can and record what is broken
+@pytest.mark.parametrize("body", [json.dumps(PACKAGE)[:-20], "{this is not json", '{"releases": [{"ocid": "a",,]}'],
+                         ids=["truncated", "not-json", "syntax-error"])
+def test_object_that_is_not_json_is_handed_over_as_raw_text_whole(body: str) -> None:
+    # WHEN a body that opens an object but is not JSON is parsed THEN the reader gets all of its text, from its
+    # first character, to isolate what it can and record what is broken
     assert parse(body, "portugal") == InlinePage("portugal", body)
+
+
+def test_envelope_cut_off_before_its_page_is_never_an_empty_page() -> None:
+    # GIVEN an envelope truncated where its page should start
+    body = '{"version": 1, "source": "s", "page": '
+    # THEN it is rejected, or its page, when read, records something: the body is never silently dropped
+    try:
+        request = parse(body)
+    except MessageRejected:
+        return
+    assert isinstance(request, InlinePage)
+    assert list(documents.read_text(request.page).items()) != []
 
 
 def test_truncated_json_array_with_leading_whitespace_is_handed_over_as_raw_text() -> None:
@@ -157,13 +196,13 @@ def test_body_that_is_not_json_and_not_an_opened_document_is_rejected_as_not_jso
     assert rejected.detail.startswith("the message body is not JSON (")
 
 
-@pytest.mark.parametrize(("body", "type_name"), [("42", "int"), ('"a page"', "str"), ("null", "NoneType"),
-                                                 ("true", "bool"), ("1.5", "float")])
-def test_json_scalar_is_rejected_as_not_ocds(body: str, type_name: str) -> None:
+@pytest.mark.parametrize("body", ["42", '"a page"', "null", "true", "1.5", " 1e9999"])
+def test_json_scalar_is_rejected_as_not_ocds(body: str) -> None:
     rejected = rejection(body)
 
     assert rejected.reason == "not_ocds"
-    assert rejected.detail == f"the message body is a JSON {type_name}, not a page"
+    assert rejected.detail == ("the message body is a JSON value that is neither an object nor an array, so it is "
+                               "not a page")
 
 
 @pytest.mark.parametrize("version", [2, "1", 0, None, "1.1", [1]])
@@ -223,7 +262,16 @@ def test_envelope_with_two_or_more_pages_is_rejected_as_missing_page(envelope: d
 
 
 def test_envelope_whose_page_is_null_still_counts_as_a_page() -> None:
-    assert parse('{"version": 1, "source": "s", "page": null}') == InlinePage("s", None)
+    assert parse('{"version": 1, "source": "s", "page": null}') == InlinePage("s", "null")
+
+
+@pytest.mark.parametrize("source", ["\\u0000", "s\\u0000", "\\ud800", "s\\udfff"])
+def test_envelope_whose_source_holds_a_nul_or_a_lone_surrogate_is_rejected_as_invalid_source(source: str) -> None:
+    # Issue 8: it used to fail the message (DLQ); it cannot name a source, so it is recorded and acknowledged.
+    rejected = rejection('{"version": 1, "source": "' + source + '", "page": {}}', "attribute-does-not-help")
+
+    assert rejected.reason == "invalid_source"
+    assert rejected.detail == ("the message's 'source' holds a NUL or a lone surrogate, which cannot name a source")
 
 
 @pytest.mark.parametrize("url", ["ftp://publisher.example/page", "file:///etc/passwd", "publisher.example/page",
@@ -265,13 +313,15 @@ def test_inline_round_trips_through_parse() -> None:
     page = {**PACKAGE, "publisher": {"name": "Município de Évora"}}
 
     body = inline("portugal", page)
+    request = parse(body)
 
-    assert parse(body) == InlinePage("portugal", page)
+    assert isinstance(request, InlinePage) and request.source == "portugal"
+    assert json.loads(request.page) == page
     assert "Município de Évora" in body  # not \u-escaped: the SQS size counts bytes, escapes triple them
 
 
 def test_inline_of_a_bare_array_round_trips() -> None:
-    assert parse(inline("s", [1, 2])) == InlinePage("s", [1, 2])
+    assert parse(inline("s", [1, 2])) == InlinePage("s", "[1,2]")
 
 
 def test_inline_raw_embeds_the_page_text_verbatim() -> None:
@@ -281,13 +331,13 @@ def test_inline_raw_embeds_the_page_text_verbatim() -> None:
     body = inline_raw("uk", page_text)
 
     assert body == '{"version":1,"source":"uk","page":' + page_text + "}"
-    assert parse(body) == InlinePage("uk", {"releases": [{"ocid": "ocds-é", "value": 1.1}]})
+    assert parse(body) == InlinePage("uk", page_text)
 
 
 def test_inline_raw_escapes_the_source_name() -> None:
     body = inline_raw('we"ird', "[]")
 
-    assert parse(body) == InlinePage('we"ird', [])
+    assert parse(body) == InlinePage('we"ird', "[]")
 
 
 def test_by_url_round_trips_through_parse() -> None:
@@ -311,5 +361,5 @@ def test_builders_write_version_one() -> None:
 def test_describe_names_where_the_page_came_from() -> None:
     assert describe(UrlPage("s", "https://p.example/api?page=2")) == "https://p.example/api?page=2"
     assert describe(S3Page("s", "claims", "uk/2020/01.json")) == "s3://claims/uk/2020/01.json"
-    assert describe(InlinePage("s", PACKAGE)) == "inline"
+    assert describe(InlinePage("s", PACKAGE_TEXT)) == "inline"
     assert describe(InlinePage("s", "raw text")) == "inline"
