@@ -855,3 +855,9 @@ def object_members(text: str) -> dict[str, str] | None:
                 return members
     except _Broken:
         return members or None
+
+
+def is_closed(text: str) -> bool:
+    """Whether ``text`` is one value whose brackets close at its end (a cut-off page is not)."""
+    body = text.strip(" \t\r\n")
+    return bool(body) and _scan_value_end(body, 0) == len(body)

@@ -15,7 +15,6 @@ rule makes harmless. A per-source advisory lock means two harvests of one source
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +24,9 @@ from itertools import dropwhile, islice
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ingest import documents, messages
+import msgspec
+
+from ingest import documents, jsontext, messages
 from ingest.errors import IngestError, PermanentError, TransientError
 from ingest.http import Fetcher
 from ingest.queue import MAX_MESSAGE_BYTES, Outgoing
@@ -71,10 +72,14 @@ class PageSender:
 
     def page(self, source: str, text: str, raw: bytes, url: str, run_id: str | None = None) -> bool:
         """Send one page; returns True when it went through a claim check."""
+        # Bytes that are not valid UTF-8 cannot travel in a message body: such a page goes by claim check (the
+        # worker then reads each release's bytes itself), or inline with those bytes read as windows-1252.
+        text, legacy = jsontext.repaired(text)
         body = messages.inline_raw(source, text, run_id)
         dedup = hashlib.sha256(f"{url}\n".encode() + raw).hexdigest()
         # Leave room for the message attribute within the SQS limit.
-        if len(body.encode("utf-8")) + 64 + len(source) <= MAX_MESSAGE_BYTES:
+        inline = not (legacy and self.s3 is not None and self.bucket)
+        if inline and len(body.encode("utf-8")) + 64 + len(source) <= MAX_MESSAGE_BYTES:
             self._send(self.sqs, self.queue_url, [Outgoing(body, source, dedup)])
             return False
         if self.s3 is None or not self.bucket:
@@ -125,31 +130,50 @@ class ParsedPage:
     newest: datetime | None
 
 
+class _Member(msgspec.Struct):
+    date: Any = None
+
+
+def _package_members(text: str) -> Any:
+    """A page's packages with their small members parsed exactly (the links to follow) and the arrays kept
+    unparsed: one bad release must not stop the walk, the worker isolates it. None if it is not JSON."""
+    value = jsontext.value_of(text)
+    if value is not None:
+        return value
+    members = documents.object_members(text) if documents.is_closed(text) else None  # cut off: fetch it again
+    if not members:
+        return None
+    return {key: [] if key in ("releases", "records") else jsontext.value_of(member)
+            for key, member in members.items()}
+
+
 def parse_page(raw: bytes, url: str) -> ParsedPage:
     """A fetched page, checked: an API page must be a package (releases or records), or a list of them."""
     text, _ = documents.decode(raw)
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise PageNotOcds(f"{url} answered 200 with a body that is not JSON ({str(exc)[:120]}); "
-                          "will resume here next time") from None
-    packages = value if isinstance(value, list) else [value]
-    releases = 0
-    newest: datetime | None = None
-    for package in packages:
-        items = package.get("releases", package.get("records")) if isinstance(package, dict) else None
-        if not isinstance(items, list):
+    value = _package_members(text)
+    if value is None:
+        raise PageNotOcds(f"{url} answered 200 with a body that is not JSON (starts {text[:80]!r}); "
+                          "will resume here next time")
+    for package in value if isinstance(value, list) else [value]:
+        if not isinstance(package, dict) or not isinstance(package.get("releases", package.get("records")), list):
             raise PageNotOcds(f"{url} answered 200 with JSON that has no 'releases' or 'records' array "
                               f"(starts {text[:80]!r}); will resume here next time")
-        releases += len(items)
-        for item in items:
-            date = item.get("date") if isinstance(item, dict) else None
-            if isinstance(date, str):
-                try:
-                    moment = parse_date(date)[0]
-                except ValueError:
-                    continue
-                newest = moment if newest is None or moment > newest else newest
+    releases = 0
+    newest: datetime | None = None
+    for item in documents.read_text(text).items():
+        if isinstance(item, documents.Compiled):
+            continue
+        releases += 1
+        try:
+            date = msgspec.json.decode(item.raw, type=_Member).date if isinstance(item, documents.Found) else None
+        except jsontext.PARSE_ERRORS:
+            date = None
+        if isinstance(date, str):
+            try:
+                moment = parse_date(date)[0]
+            except ValueError:
+                continue
+            newest = moment if newest is None or moment > newest else newest
     return ParsedPage(text, value, releases, newest)
 
 

@@ -244,3 +244,4 @@ def test_an_enumerated_walk_stopped_by_its_time_budget_resumes_after_the_last_ba
     pages = sorted(int(body["url"].split("page=")[1].split("&")[0]) for body in bodies if "url" in body)
     assert pages == list(range(2, 18))
     assert sum("page" in body for body in bodies) == 1
+
