@@ -224,7 +224,9 @@ def test_the_walk_keeps_to_the_sources_requests_per_second(pipeline: Pipeline) -
     harvester = pipeline.harvester()
     harvester.sleep = waits.append  # recorded, not slept: the clock does not advance between requests
     assert harvester.run(source).pages == 3
-    assert len(waits) == 2 and all(0.2 < wait <= 0.25 for wait in waits)
+    # Each wait is what is left of 1/4 s since the previous request (less the time its fetch took, which a
+    # loaded machine makes long: so no lower bound but zero).
+    assert len(waits) == 2 and all(0 < wait <= 0.25 for wait in waits)
 
 
 def test_an_enumerated_walk_stopped_by_its_time_budget_resumes_after_the_last_batch(pipeline: Pipeline) -> None:
