@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-DECODER = msgspec.json.Decoder(float_hook=Decimal)
 _ENCODER = msgspec.json.Encoder(decimal_format="number")
 # Errors a parse may raise: msgspec's own, and ValueError (UnicodeError, JSONDecodeError) and RecursionError.
 PARSE_ERRORS: tuple[type[BaseException], ...] = (msgspec.MsgspecError, ValueError, RecursionError)
@@ -24,17 +23,34 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (msgspec.MsgspecError, ValueErro
 # PostgreSQL's numeric holds up to 131,072 digits before the decimal point and 16,383 after it.
 _NUMERIC_MAX_INTEGER_DIGITS = 131072
 _NUMERIC_MAX_FRACTION_DIGITS = 16383
-# A cheap screen for numbers that may not fit numeric: a long exponent or a very long run of digits.
-_MAYBE_HUGE_NUMBER = re.compile(r"[eE][+-]?0*[1-9]\d{3,}|\d{16000}")
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-# Where counting '":' could mistake something for the end of a key: whitespace before a colon, or a string that
-# starts with a colon (its opening quote follows one of {[,: ). Such texts are tokenised instead.
-_AMBIGUOUS_COLON = re.compile(r'"[ \t\r\n]+:|[{\[,:][ \t\r\n]*":')
+# Where counting '":' could take the opening quote of a string that starts with a colon for the end of a key
+# (once whitespace is gone, such a quote follows one of :,[{ ); such texts are tokenised instead.
+_COLON_STRING_STARTS = (b':":', b',":', b'[":', b'{":')
 _KEY_OR_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"[ \t\r\n]*(:?)', re.DOTALL)
 
 
 class NonFiniteNumber(ValueError):
     """Raised if NaN or Infinity appears: they are not JSON numbers and jsonb cannot hold them."""
+
+
+class NumberOutOfRange(ValueError):
+    """Raised if a number is beyond what PostgreSQL's numeric holds, so jsonb would refuse the release."""
+
+
+def _exact_float(text: str) -> Decimal:
+    number = Decimal(text)
+    # Only a long text (an exponent of 5 digits, or thousands of digits) can leave numeric's range.
+    if len(text) >= 7:
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if len(number.as_tuple().digits) + exponent > _NUMERIC_MAX_INTEGER_DIGITS or \
+                -exponent > _NUMERIC_MAX_FRACTION_DIGITS:
+            raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds")
+    return number
+
+
+DECODER = msgspec.json.Decoder(float_hook=_exact_float)
 
 
 def _no_constants(name: str) -> Any:
@@ -43,7 +59,11 @@ def _no_constants(name: str) -> Any:
 
 def _exact_int(text: str) -> int | Decimal:
     # Python refuses to convert integers over 4,300 digits (a guard against quadratic time); Decimal holds them.
-    return int(text) if len(text) <= 4000 else Decimal(text)
+    if len(text) <= 4000:
+        return int(text)
+    if len(text.lstrip("-")) > _NUMERIC_MAX_INTEGER_DIGITS:
+        raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds")
+    return Decimal(text)
 
 
 class _Duplicates:
@@ -66,7 +86,7 @@ def loads_exact(text: str, constants: bool = False) -> tuple[Any, int]:
     Raises ValueError (JSONDecodeError, NonFiniteNumber) or RecursionError.
     """
     duplicates = _Duplicates()
-    value = json.loads(text, parse_float=Decimal, parse_int=_exact_int,
+    value = json.loads(text, parse_float=_exact_float, parse_int=_exact_int,
                        parse_constant=Decimal if constants else _no_constants, object_pairs_hook=duplicates)
     return value, duplicates.count
 
@@ -96,50 +116,37 @@ def dumps(value: Any) -> str:
 # --- keys -------------------------------------------------------------------------------------------------
 
 
-def _colon_keys(text: str) -> int:
+def _colon_keys(text: Any) -> int:
     # In JSON text a quote right before a colon closes a key, unless an odd run of backslashes escapes it (then
-    # it is inside a string) or it opens a string that starts with a colon (``keys_in_text`` rules that out).
-    # Counting '":' after k backslashes for every k, alternately, leaves the keys.
-    total, sign, prefix = 0, 1, '":'
+    # it is inside a string) or it opens a string that starts with a colon (``repeated_keys`` rules that out).
+    # Counting '":' after k backslashes for every k, alternately, leaves the keys. (str or bytes alike.)
+    quote_colon, backslash = ('":', "\\") if isinstance(text, str) else (b'":', b"\\")
+    total, sign, prefix = 0, 1, quote_colon
     while (found := text.count(prefix)) > 0:
         total += sign * found
-        sign, prefix = -sign, "\\" + prefix
+        sign, prefix = -sign, backslash + prefix
     return total
 
 
-def keys_in_text(text: str) -> int:
-    """How many object keys a valid JSON text spells out (repeated keys counted each time)."""
-    if _AMBIGUOUS_COLON.search(text) is None:
-        return _colon_keys(text)
+def _tokenised_keys(text: str) -> int:
     return _KEY_OR_STRING.findall(text).count(":")
 
 
-def keys_in_value(value: Any) -> int:
-    """How many keys a parsed value holds (its objects' keys are distinct by construction)."""
-    return keys_in_text(_ENCODER.encode(value).decode("utf-8"))
+def repeated_keys(text: str, value: Any) -> int:
+    """How many keys the JSON text repeats within an object (they are gone from ``value``, its parse)."""
+    encoded = _ENCODER.encode(value)  # compact: each key's closing quote is right before its colon
+    if any(start in encoded for start in _COLON_STRING_STARTS):
+        # A string that starts with a colon: its opening quote and the colon look like a key's end. Rare.
+        return _tokenised_keys(text) - _tokenised_keys(encoded.decode("utf-8"))
+    # Whitespace matters only between a key and its colon (it is never part of an escape). A string of the
+    # text that starts with a colon and is not in ``value`` was dropped by a repeated key, which is then found
+    # (it can only raise the text's count).
+    if any(space in text for space in (" :", "\n:", "\r:", "\t:")):
+        text = text.replace(" ", "").replace("\n", "").replace("\r", "").replace("\t", "")
+    return _colon_keys(text) - _colon_keys(encoded)
 
 
 # --- numbers and characters that jsonb cannot hold --------------------------------------------------------
-
-
-def number_out_of_range(text: str, value: Any) -> str | None:
-    """The first number of ``value`` that PostgreSQL's numeric cannot hold, as text; None if all fit."""
-    if _MAYBE_HUGE_NUMBER.search(text) is None:
-        return None
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, Decimal):
-            exponent = item.as_tuple().exponent
-            assert isinstance(exponent, int)  # NaN and Infinity never get here
-            integer_digits = len(item.as_tuple().digits) + exponent
-            if integer_digits > _NUMERIC_MAX_INTEGER_DIGITS or -exponent > _NUMERIC_MAX_FRACTION_DIGITS:
-                return str(item)[:40]
-    return None
 
 
 def has_nul_escape(text: str) -> bool:

@@ -203,7 +203,9 @@ def _parse(text: str) -> tuple[Any, int]:
     """The value and its number of repeated keys: msgspec first, the standard library where it refuses."""
     try:
         value = jsontext.DECODER.decode(text)
-    except jsontext.PARSE_ERRORS:
+    except jsontext.PARSE_ERRORS as exc:
+        if isinstance(exc.__cause__, jsontext.NumberOutOfRange):
+            raise _Reject("number_out_of_range", str(exc.__cause__)) from None
         # msgspec refuses lone surrogates, which jsonb refuses too (even where a repeated key drops the value).
         if jsontext.lone_surrogate(text) or jsontext.lone_surrogate_escape(text):
             raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text "
@@ -212,12 +214,14 @@ def _parse(text: str) -> tuple[Any, int]:
             return jsontext.loads_exact(text)
         except RecursionError:
             raise _Reject("nesting_too_deep", "the release is nested deeper than the JSON parser allows") from None
+        except jsontext.NumberOutOfRange as exc:
+            raise _Reject("number_out_of_range", str(exc)) from None
         except jsontext.NonFiniteNumber as exc:
             raise _Reject("non_finite_number", f"{exc} (PostgreSQL jsonb cannot store NaN or Infinity)") from None
         except ValueError as exc:
             detail = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise _Reject("invalid_json", f"the release is not valid JSON: {detail}") from None
-    return value, jsontext.keys_in_text(text) - jsontext.keys_in_value(value)
+    return value, jsontext.repeated_keys(text, value)
 
 
 def read_release(raw: Any) -> ReadRelease:
@@ -249,9 +253,6 @@ def read_release(raw: Any) -> ReadRelease:
             raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
                           "two distinct keys of one object the same")
         flags.append("nul_removed")
-    huge = jsontext.number_out_of_range(text, value)
-    if huge is not None:
-        raise _Reject("number_out_of_range", f"the number {huge} is beyond what PostgreSQL's numeric holds")
     return ReadRelease(text, value, flags, published)
 
 

@@ -350,7 +350,7 @@ def test_non_finite_number_rejection_records_the_ocid_and_id() -> None:
         "non_finite_number", "ocds-213czf-000-00001", "ocds-213czf-000-00001-01-tender")
 
 
-@pytest.mark.parametrize(("number", "shown"), [("1e131073", "1E+131073"), ("1e-16384", "1E-16384"),
+@pytest.mark.parametrize(("number", "shown"), [("1e131073", "1e131073"), ("1e-16384", "1e-16384"),
                                                ("9" * 131073, "9" * 40)])
 def test_number_beyond_postgresql_numeric_is_rejected_as_number_out_of_range(number: str, shown: str) -> None:
     published = with_amount(number)
