@@ -197,8 +197,15 @@ def test_rejected_releases_keep_their_published_text(db: Database) -> None:
     deep = '{"ocid":"ocds-d","id":"1","date":"2020-01-01T00:00:00Z","x":' + "[" * 5000 + "]" * 5000 + "}"
     result = save_page(db, package_text(no_ocid, deep, release_text("ocds-ok")), "s")
     adds_up(result)
-    assert sorted((r[0], r[1]) for r in rejections(db)) == sorted([("missing_ocid", no_ocid),
-                                                                  ("nesting_too_deep", deep)])
+    quarantined = sorted((r[0], r[1]) for r in rejections(db))
+    # How deep a parser goes depends on the Python version (3.13 reads 5,000 levels, 3.11 does not): the deep
+    # release is stored as published or quarantined with its exact text, never anything else.
+    if ("ocds-d", "1") in rows(db):
+        assert quarantined == [("missing_ocid", no_ocid)]
+        assert db.execute_once("SELECT data = CAST(:t AS jsonb) FROM releases WHERE ocid = 'ocds-d'", "check",
+                               t=deep) == [[True]]
+    else:
+        assert quarantined == sorted([("missing_ocid", no_ocid), ("nesting_too_deep", deep)])
 
 
 def test_duplicate_keys_keep_the_last_value_as_jsonb_does_and_are_flagged(db: Database) -> None:
