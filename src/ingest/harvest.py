@@ -186,6 +186,15 @@ class Harvester:
             harvest_state.unlock(self.db, source.name)
         return result
 
+    def fail(self, source: str, reason: str) -> HarvestResult:
+        """Record a run of ``source`` that could not start (its configuration is incomplete), with the reason."""
+        result = HarvestResult(source, run_id=f"{source}-{self.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+                               status="failed", detail=reason)
+        harvest_state.start_run(self.db, result.run_id, source)
+        harvest_state.finish_run(self.db, result.run_id, status="failed", pages=0, releases=0, messages=0,
+                                 errors=1, detail=reason)
+        return result
+
     # -- walks ---------------------------------------------------------------------------------------------
 
     def _walk(self, source: Source, result: HarvestResult, backfill: tuple[str, str | None] | None) -> None:
@@ -230,7 +239,9 @@ class Harvester:
         if wait > 0:
             self.sleep(wait)
         self._last_request = time.monotonic()
-        fetched = self.fetcher.get(url, source)
+        # The fetch ends (or fails, transiently) with half the margin left: time to save the cursor and answer.
+        fetched = self.fetcher.get(url, source,
+                                   deadline=time.monotonic() + self.seconds_left() - self.margin_seconds / 2)
         return parse_page(fetched.body, url), fetched.body
 
     def _walk_links(self, source: Source, state: HarvestState, result: HarvestResult,
