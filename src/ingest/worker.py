@@ -45,7 +45,7 @@ MEMORY_SIZE_MB = 1024
 # CHUNK_RELEASES releases or CHUNK_CHARS characters, each in its own transaction: memory per page is its bytes
 # plus one chunk. Every inline page (SQS caps a message at 1 MiB) stays below it: one page, one statement.
 STREAM_ABOVE_BYTES = 1024 * 1024
-CHUNK_RELEASES = DEFAULT_BATCH_SIZE
+CHUNK_RELEASES = 2000
 CHUNK_CHARS = 1024 * 1024
 T = TypeVar("T")
 

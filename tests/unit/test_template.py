@@ -362,3 +362,13 @@ def test_env_json_runs_locally_without_tls_and_gives_the_harvest_its_sources() -
     sources = json.loads(env["HarvestFunction"]["SOURCES_JSON"])["sources"]
     assert [(source["name"], source["allow_private_network"]) for source in sources] == [("local", True)]
     assert "host.docker.internal" in sources[0]["start_url"]
+
+
+def test_env_json_names_only_variables_the_template_declares() -> None:
+    # sam local invoke (and ocds-ingest invoke) override only declared variables: any other would be ignored.
+    template = sam_template()
+    env = json.loads((ROOT / "events" / "env.json").read_text())
+    for function, variables in env.items():
+        declared = set(template["Globals"]["Function"]["Environment"]["Variables"]) | \
+            set(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
+        assert set(variables) <= declared, (function, set(variables) - declared)
