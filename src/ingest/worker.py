@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from ingest import documents, messages
 from ingest.documents import Item
 from ingest.errors import DatabaseUnavailable, PermanentError, TransientError
-from ingest.pages import DEFAULT_BATCH_SIZE, PageResult, PreparedPage, prepare_items, prepare_page, write_prepared
+from ingest.pages import PageResult, PreparedPage, prepare_items, prepare_page, write_prepared
 from ingest.sources import Source
 from ingest.store.connection import Database
 from ingest.store.quarantine import reject_message
