@@ -173,11 +173,12 @@ def deadline(context: Any) -> float:
 
 
 def polite_fetcher(time_left: Callable[[], float] | None = None) -> Any:
-    """The harvester's fetcher: retries with backoff and Retry-After inside the transport, only while a retry
-    still fits in ``time_left()`` seconds."""
+    """The harvester's fetcher: every fetch ends within ``time_left()`` seconds, and its retries (backoff and
+    Retry-After, inside the transport) are made only while one more still fits."""
     from ingest.http import Fetcher, new_polite_client
 
-    return Fetcher(new_polite_client(time_left=time_left), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES))
+    return Fetcher(new_polite_client(time_left=time_left), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
+                   time_left=time_left)
 
 
 def page_sender() -> Any:

@@ -183,18 +183,22 @@ class Fetcher:
     """GETs publisher pages through a client it is given."""
 
     def __init__(self, client: httpx.Client, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 resolver: Resolver = resolve) -> None:
+                 resolver: Resolver = resolve, time_left: Callable[[], float] | None = None) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.resolver = resolver
+        self.time_left = time_left  # seconds until every fetch must have ended (the harvester's invocation)
 
     def close(self) -> None:
         self.client.close()
 
     def get(self, url: str, source: Source, headers: dict[str, str] | None = None, *,
             deadline: float | None = None) -> Fetched:
-        """GET ``url`` for ``source``. With a ``deadline`` (``time.monotonic()``) every timeout of the request
-        is at most the time left, and the body's reading stops when it passes (HttpFailed: retry later)."""
+        """GET ``url`` for ``source``. With a ``deadline`` (``time.monotonic()``; else from ``time_left``) every
+        timeout of the request is at most the time left, and the body's reading stops when it passes (HttpFailed:
+        retry later)."""
+        if deadline is None and self.time_left is not None:
+            deadline = time.monotonic() + self.time_left()
         for _ in range(MAX_REDIRECTS + 1):
             address = check_url(url, source, self.resolver)
             request_headers = {"User-Agent": source.user_agent, **source.headers, **(headers or {})}

@@ -139,8 +139,11 @@ def test_the_harvest_records_the_source_whose_secret_is_missing_and_harvests_the
     assert status == "failed" and SECRET_ARN in detail
     # The invocation succeeds, so the failure is counted where the HarvestsFailedAlarm looks.
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    failed = [blob["HarvestsFailed"] for blob in blobs if "HarvestsFailed" in blob]
-    assert (blobs[0]["service"], sum(v[0] if isinstance(v, list) else v for v in failed)) == ("ocds-harvest", 1)
+    failed = [value for blob in blobs if "HarvestsFailed" in blob
+              for value in (blob["HarvestsFailed"] if isinstance(blob["HarvestsFailed"], list)
+                            else [blob["HarvestsFailed"]])]
+    # (one HarvestsFailed per source harvested; the "open" one's is 0)
+    assert (blobs[0]["service"], sum(failed)) == ("ocds-harvest", 1.0)
 
 
 def test_the_worker_fails_url_messages_of_that_source_transiently_and_logs_why(

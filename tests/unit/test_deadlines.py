@@ -25,6 +25,19 @@ def mock_fetcher(handler: Any) -> Fetcher:
     return Fetcher(httpx.Client(transport=httpx.MockTransport(handler), timeout=DEFAULT_TIMEOUT))
 
 
+def test_a_fetcher_given_the_time_left_limits_every_fetch_by_it() -> None:
+    seen: list[dict[str, float]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, content=b"{}")
+
+    fetcher = Fetcher(httpx.Client(transport=httpx.MockTransport(handler), timeout=DEFAULT_TIMEOUT),
+                      time_left=lambda: 3.0)
+    fetcher.get("http://127.0.0.1/page", LOCAL)
+    assert all(0 < value <= 3 for value in seen[0].values())
+
+
 def test_a_fetch_after_the_deadline_is_not_sent() -> None:
     sent: list[httpx.Request] = []
     fetcher = mock_fetcher(lambda request: sent.append(request) or httpx.Response(200, content=b"{}"))
