@@ -9,7 +9,7 @@ PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed
 
-.PHONY: demo test test-py313 bench build lint clean
+.PHONY: demo test test-py313 bench build build-HarvestFunction build-WorkerFunction build-MigrateFunction lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +42,13 @@ test-py313: $(STAMP313)
 	@echo "--- the whole suite on Python 3.13 (the Lambda runtime)"
 	$(VENV313)/bin/python -m pytest -q
 
-# The Lambda package for python3.13 on arm64 (pip cross-install; `sam build` does the same from template.yaml).
+# The Lambda package for python3.13 on arm64 (pip cross-install, without what the runtime provides, byte-compiled).
 build: $(STAMP)
 	$(BIN)/python tools/build_lambda.py $(PYTHON313)
+
+# `sam build` (BuildMethod: makefile) calls build-<Function> with ARTIFACTS_DIR: the same lean package.
+build-HarvestFunction build-WorkerFunction build-MigrateFunction: $(STAMP)
+	$(BIN)/python tools/build_lambda.py $(PYTHON313) --into "$(ARTIFACTS_DIR)"
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -6,8 +6,9 @@
 | DB_SECRET_ARN | Secrets Manager secret with username/password/host/port/dbname (cached 5 minutes) |
 | DB_IAM_USER | IAM database authentication as this user (with DB_HOST, DB_PORT, DB_NAME) |
 | DB_HOST, DB_PORT, DB_NAME | override the secret's (e.g. an RDS Proxy endpoint) or name the IAM target |
-| DB_SSLROOTCERT | a CA bundle newer than the RDS bundle shipped in the package |
-| SOURCES_FILE, SOURCES_PARAMETER | sources configuration: a file, or an SSM parameter name; else the packaged one |
+| DB_SSLROOTCERT | a CA bundle file instead of the shipped ones (RDS CAs + Amazon Trust Services roots) |
+| SOURCES_JSON, SOURCES_FILE | sources configuration for local runs: inline JSON, or a file |
+| SOURCES_PARAMETER | sources configuration: an SSM parameter name; without any of the three, the packaged one |
 | WRITE_STRATEGY | unnest (default), json or copy |
 | MAX_PAGE_BYTES | cap on a fetched or claim-checked page (default 16 MiB) |
 | TIME_SAFETY_MARGIN_MS | do not start a message with less time left than this (default 20000) |
@@ -83,27 +84,40 @@ def database_connector() -> Callable[[], Database]:
     raise ConfigurationError("no database configured: set DATABASE_URL, DB_SECRET_ARN, or DB_IAM_USER with DB_HOST")
 
 
-def sources() -> dict[str, Source]:
-    """The sources configuration, with each source's auth secret (a JSON object of headers) merged in."""
+def sources() -> tuple[dict[str, Source], dict[str, str]]:
+    """The sources configuration, with each source's auth secret (a JSON object of headers) merged in; and, by
+    name, why a source is unavailable (its secret cannot be read or is malformed). One source's secret never
+    stops the others: that source alone fails, with the reason recorded where it is used."""
     configured = _configured_sources()
     with_secrets = {name: source for name, source in configured.items() if source.auth_secret_arn}
     if not with_secrets:
-        return configured
+        return configured, {}
     from dataclasses import replace
 
     from aws_lambda_powertools.utilities.parameters import get_secret
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
+    unavailable: dict[str, str] = {}
     for name, source in with_secrets.items():
-        headers = get_secret(source.auth_secret_arn, transform="json", max_age=_SECRET_MAX_AGE_SECONDS)
+        try:
+            headers = get_secret(source.auth_secret_arn, transform="json", max_age=_SECRET_MAX_AGE_SECONDS)
+        except (GetParameterError, TransformParameterError) as error:
+            unavailable[name] = (f"source {name!r}: its auth secret {source.auth_secret_arn} cannot be read "
+                                 f"({str(error)[:300]}); check that the secret exists and that its ARN is in the "
+                                 "stack's SourceSecretArns")
+            continue
         if not isinstance(headers, dict) or not all(isinstance(value, str) for value in headers.values()):
-            raise ConfigurationError(f"source {name!r}: the secret {source.auth_secret_arn} must be a JSON object "
-                                     "of header names and values, e.g. {\"Authorization\": \"Bearer …\"}")
+            unavailable[name] = (f"source {name!r}: the secret {source.auth_secret_arn} must be a JSON object "
+                                 "of header names and values, e.g. {\"Authorization\": \"Bearer …\"}")
+            continue
         configured[name] = replace(source, headers={**source.headers, **headers})
-    return configured
+    return configured, unavailable
 
 
 def _configured_sources() -> dict[str, Source]:
     env = os.environ
+    if env.get("SOURCES_JSON"):
+        return parse_sources(env["SOURCES_JSON"], "SOURCES_JSON")
     if env.get("SOURCES_FILE"):
         path = Path(env["SOURCES_FILE"])
         try:
@@ -127,28 +141,44 @@ def http_fetcher() -> Any:
 
 def s3_client() -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3")
+    # Bounded calls: a message's S3 read must end before the invocation's deadline (the body's reads are cut
+    # to the time left in ingest.storage); botocore's defaults (60 s, 5 attempts in legacy mode) are not.
+    return boto3.client("s3", config=Config(connect_timeout=5, read_timeout=15,
+                                            retries={"mode": "standard", "max_attempts": 2}))
 
 
 def build_worker() -> Any:
     from ingest.store.writer import DEFAULT_STRATEGY
     from ingest.worker import Connections, Worker
 
-    return Worker(Connections(database_connector()), sources(), fetcher=http_fetcher, s3=s3_client,
+    configured, unavailable = sources()
+    return Worker(Connections(database_connector()), configured, fetcher=http_fetcher, s3=s3_client,
                   max_page_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
-                  strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY)
+                  strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY, unavailable=unavailable)
 
 
 def time_safety_margin_ms() -> int:
     return _int("TIME_SAFETY_MARGIN_MS", 20_000)
 
 
-def polite_fetcher() -> Any:
-    """The harvester's fetcher: retries with backoff and Retry-After inside the transport."""
+def deadline(context: Any) -> float:
+    """``time.monotonic()`` by which every network call of this invocation ends: the invocation's end less
+    half the safety margin (a message is started only with the whole margin left, so it gets at least half of
+    it; the other half answers Lambda and saves state)."""
+    import time
+
+    return time.monotonic() + (context.get_remaining_time_in_millis() - time_safety_margin_ms() / 2) / 1000
+
+
+def polite_fetcher(time_left: Callable[[], float] | None = None) -> Any:
+    """The harvester's fetcher: every fetch ends within ``time_left()`` seconds, and its retries (backoff and
+    Retry-After, inside the transport) are made only while one more still fits."""
     from ingest.http import Fetcher, new_polite_client
 
-    return Fetcher(new_polite_client(), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES))
+    return Fetcher(new_polite_client(time_left=time_left), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
+                   time_left=time_left)
 
 
 def page_sender() -> Any:

@@ -20,15 +20,20 @@ metrics = Metrics(namespace="OcdsIngest", service="ocds-harvest")
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    sources = environment.sources()
+    sources, unavailable = environment.sources()
     chosen, backfill = sources_to_harvest(event, sources)
+    margin = environment.time_safety_margin_ms() / 1000
+
+    def seconds_left() -> float:
+        return context.get_remaining_time_in_millis() / 1000
+
     db = environment.database_connector()()
-    fetcher = environment.polite_fetcher()
+    fetcher = environment.polite_fetcher(time_left=lambda: seconds_left() - margin / 2)
     try:
-        harvester = Harvester(db, fetcher, environment.page_sender(),
-                              seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
-                              margin_seconds=environment.time_safety_margin_ms() / 1000)
-        results = [harvester.run(source, backfill=backfill) for source in chosen]
+        harvester = Harvester(db, fetcher, environment.page_sender(), seconds_left=seconds_left,
+                              margin_seconds=margin)
+        results = [harvester.fail(source.name, unavailable[source.name]) if source.name in unavailable
+                   else harvester.run(source, backfill=backfill) for source in chosen]
     finally:
         fetcher.close()
         db.close()
@@ -38,7 +43,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def _report(result: HarvestResult) -> None:
-    logger.info("harvest finished", extra=result.__dict__)
+    if result.status == "failed":
+        logger.error("harvest failed", extra=result.__dict__)
+    else:
+        logger.info("harvest finished", extra=result.__dict__)
     metrics.add_metric("PagesHarvested", MetricUnit.Count, result.pages)
     metrics.add_metric("MessagesSent", MetricUnit.Count, result.messages)
     metrics.add_metric("HarvestsFailed", MetricUnit.Count, int(result.status == "failed"))

@@ -30,8 +30,11 @@ def respond(event: dict[str, Any], context: Any, status: str, reason: str, data:
         response.read()
 
 
-@logger.inject_lambda_context(log_event=True)
+@logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> None:
+    # Never the whole event: its ResponseURL is a presigned URL that lets anyone answer for this stack.
+    logger.info("schema migration requested", extra={key: event.get(key) for key in (
+        "RequestType", "LogicalResourceId", "RequestId", "StackId", "ResourceProperties")})
     if event.get("RequestType") == "Delete":
         respond(event, context, "SUCCESS", "the schema is kept when the stack is deleted", {})
         return

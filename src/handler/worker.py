@@ -35,9 +35,20 @@ def message_of(record: SQSRecord) -> Message:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord, lambda_context: Any) -> None:
+    logger.set_correlation_id(record.message_id)
+    try:
+        handle(record, lambda_context)
+    except Exception as error:
+        # The processor turns the raise into a batchItemFailures entry; this line says which and why.
+        logger.warning("message failed; SQS will redeliver it", extra={
+            "message_id": record.message_id, "receive_count": record.attributes.approximate_receive_count,
+            "error": f"{type(error).__name__}: {error}"})
+        raise
+
+
+def handle(record: SQSRecord, lambda_context: Any) -> None:
     if lambda_context.get_remaining_time_in_millis() < environment.time_safety_margin_ms():
         raise OutOfTime("too little time left in this invocation to start the message; SQS will redeliver it")
-    logger.set_correlation_id(record.message_id)
     started = time.perf_counter()
     outcome = worker().process(message_of(record))
     logger.append_keys(source=outcome.source, run_id=outcome.run_id)
@@ -59,7 +70,8 @@ def record_handler(record: SQSRecord, lambda_context: Any) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     worker().connections.start_invocation()
-    with worker().batch([message_of(SQSRecord(record)) for record in event.get("Records", [])]):
+    with worker().batch([message_of(SQSRecord(record)) for record in event.get("Records", [])],
+                        deadline=environment.deadline(context)):
         response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                             context=context)
     metrics.add_metric("MessagesFailed", MetricUnit.Count, len(response.get("batchItemFailures", [])))

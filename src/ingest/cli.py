@@ -256,6 +256,9 @@ def parser() -> argparse.ArgumentParser:
     drain.add_argument("--batch-size", type=int, default=10)
     drain.add_argument("--timeout", type=float, default=60.0, help="the simulated function timeout, seconds")
     drain.set_defaults(run=cmd_drain)
+    from ingest import invoke
+
+    invoke.register(commands)
     return top
 
 

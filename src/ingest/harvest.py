@@ -191,7 +191,7 @@ class Harvester:
     _last_request: float = field(default=float("-inf"), init=False)
 
     def run(self, source: Source, *, backfill: tuple[str, str | None] | None = None) -> HarvestResult:
-        result = HarvestResult(source.name, run_id=f"{source.name}-{self.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}")
+        result = HarvestResult(source.name, run_id=self._run_id(source.name))
         if not harvest_state.try_lock(self.db, source.name):
             result.status = "locked"
             result.detail = "another harvest of this source is running; this one yields"
@@ -209,6 +209,17 @@ class Harvester:
         finally:
             harvest_state.unlock(self.db, source.name)
         return result
+
+    def fail(self, source: str, reason: str) -> HarvestResult:
+        """Record a run of ``source`` that could not start (its configuration is incomplete), with the reason."""
+        result = HarvestResult(source, run_id=self._run_id(source), status="failed", detail=reason)
+        harvest_state.start_run(self.db, result.run_id, source)
+        harvest_state.finish_run(self.db, result.run_id, status="failed", pages=0, releases=0, messages=0,
+                                 errors=1, detail=reason)
+        return result
+
+    def _run_id(self, source: str) -> str:
+        return f"{source}-{self.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
     # -- walks ---------------------------------------------------------------------------------------------
 

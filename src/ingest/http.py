@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,9 +139,12 @@ class PoliteRetry:
 
     @staticmethod
     def transport(*, attempts: int = 5, backoff_factor: float = 1.0, max_wait: float = 120.0,
-                  default_429_wait: float = 30.0, sleep: Callable[[float], None] | None = None) -> httpx.BaseTransport:
-        import time
-
+                  default_429_wait: float = 30.0, sleep: Callable[[float], None] | None = None,
+                  time_left: Callable[[], float] | None = None,
+                  attempt_seconds: float = DEFAULT_TIMEOUT.read or 60.0) -> httpx.BaseTransport:
+        """``time_left`` (seconds until the caller must be done): a retry is made only when its wait plus one
+        more attempt (``attempt_seconds``) fit in it; otherwise the failure is raised at once, so a harvest stops
+        before its function's timeout with its cursor saved, instead of being killed mid-wait."""
         from httpx_retries import Retry, RetryTransport
 
         pause = sleep or time.sleep
@@ -149,10 +153,16 @@ class PoliteRetry:
             def sleep(self, response: httpx.Response | Exception) -> None:
                 if isinstance(response, httpx.Response) and response.status_code == 429 and \
                         not response.headers.get("Retry-After"):
-                    pause(default_429_wait)
-                    self.elapsed_sleep += default_429_wait
-                    return
-                seconds = self._calculate_sleep(response.headers if isinstance(response, httpx.Response) else {})
+                    seconds = default_429_wait
+                else:
+                    seconds = self._calculate_sleep(response.headers if isinstance(response, httpx.Response)
+                                                    else {})
+                if time_left is not None and time_left() < seconds + attempt_seconds:
+                    what = f"answered {response.status_code}" if isinstance(response, httpx.Response) else \
+                        f"failed: {type(response).__name__}"
+                    raise HttpFailed(f"the request {what}; a retry in {seconds:.0f} s would outlast the "
+                                     "invocation, so it is left for the next run",
+                                     status=getattr(response, "status_code", None), retry_after=seconds)
                 pause(seconds)
                 self.elapsed_sleep += seconds
 
@@ -173,15 +183,22 @@ class Fetcher:
     """GETs publisher pages through a client it is given."""
 
     def __init__(self, client: httpx.Client, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 resolver: Resolver = resolve) -> None:
+                 resolver: Resolver = resolve, time_left: Callable[[], float] | None = None) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.resolver = resolver
+        self.time_left = time_left  # seconds until every fetch must have ended (the harvester's invocation)
 
     def close(self) -> None:
         self.client.close()
 
-    def get(self, url: str, source: Source, headers: dict[str, str] | None = None) -> Fetched:
+    def get(self, url: str, source: Source, headers: dict[str, str] | None = None, *,
+            deadline: float | None = None) -> Fetched:
+        """GET ``url`` for ``source``. With a ``deadline`` (``time.monotonic()``; else from ``time_left``) every
+        timeout of the request is at most the time left, and the body's reading stops when it passes (HttpFailed:
+        retry later)."""
+        if deadline is None and self.time_left is not None:
+            deadline = time.monotonic() + self.time_left()
         for _ in range(MAX_REDIRECTS + 1):
             address = check_url(url, source, self.resolver)
             request_headers = {"User-Agent": source.user_agent, **source.headers, **(headers or {})}
@@ -193,8 +210,10 @@ class Fetcher:
                 target = pinned(url, address)
                 request_headers["Host"] = urlsplit(url).netloc.rsplit("@", 1)[-1]
                 extensions = {"sni_hostname": host}
+            timeout = _within(self.client.timeout, deadline, url)
             try:
-                with self.client.stream("GET", target, headers=request_headers, extensions=extensions) as response:
+                with self.client.stream("GET", target, headers=request_headers, extensions=extensions,
+                                        timeout=timeout) as response:
                     self._check_peer(response, url, source)
                     if response.is_redirect:
                         location = response.headers.get("location")
@@ -203,7 +222,7 @@ class Fetcher:
                         url = urljoin(url, location)
                         continue
                     self._check_status(response, url)
-                    body = self._read_capped(response, url)
+                    body = self._read_capped(response, url, deadline)
                     return Fetched(url, body, response.headers.get("content-type", ""))
             except httpx.InvalidURL as exc:
                 raise FetchRefused("url_refused", f"{url[:200]} is not a URL httpx can fetch ({exc})") from exc
@@ -238,7 +257,7 @@ class Fetcher:
             raise HttpFailed(f"GET {url} answered {status}: check the source's credentials", status=status)
         raise FetchRefused("http_error", f"GET {url} answered {status}")
 
-    def _read_capped(self, response: httpx.Response, url: str) -> bytes:
+    def _read_capped(self, response: httpx.Response, url: str, deadline: float | None = None) -> bytes:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes and \
                 not response.headers.get("content-encoding"):
@@ -251,4 +270,20 @@ class Fetcher:
                 raise FetchRefused("too_large", f"{url} is larger than the {self.max_bytes}-byte cap "
                                    "(after decompression)")
             chunks.append(chunk)
+            if deadline is not None and time.monotonic() > deadline:
+                raise HttpFailed(f"GET {url}: the body was still arriving at the invocation's deadline; retry later")
         return b"".join(chunks)
+
+
+def _within(timeout: httpx.Timeout, deadline: float | None, url: str) -> httpx.Timeout:
+    """``timeout`` with each of its limits cut to the time left before ``deadline``."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise HttpFailed(f"GET {url}: no time left before the invocation's deadline; retry later")
+
+    def cut(value: float | None) -> float:
+        return left if value is None else min(value, left)
+    return httpx.Timeout(connect=cut(timeout.connect), read=cut(timeout.read), write=cut(timeout.write),
+                         pool=cut(timeout.pool))

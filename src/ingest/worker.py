@@ -7,33 +7,57 @@ What fails how:
 - anything transient (database, HTTP 429/5xx/timeouts, S3 throttling, the invocation running out of time)
   raises, so the message is reported in ``batchItemFailures`` and SQS redelivers it; after maxReceiveCount tries
   it lands in the DLQ, which therefore means infrastructure trouble.
+
+Memory and time are bounded by design: a page above ``STREAM_ABOVE_BYTES`` is streamed and written in chunks, so
+a worker holds at most two pages' bytes (the look-ahead) and one chunk's objects, whatever the releases' sizes;
+every network call of a message (HTTP, S3, each statement) ends before the invocation's deadline.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import io
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ingest import messages
+from ingest import documents, messages
+from ingest.documents import Item
 from ingest.errors import DatabaseUnavailable, PermanentError, TransientError
-from ingest.pages import PageResult, PreparedPage, prepare_page, write_prepared
+from ingest.pages import PageResult, PreparedPage, prepare_items, prepare_page, write_prepared
 from ingest.sources import Source
 from ingest.store.connection import Database
 from ingest.store.quarantine import reject_message
 from ingest.store.writer import DEFAULT_STRATEGY
 
-# A page is parsed and written whole (one statement): 16 MiB of JSON is already ~100 MiB of Python objects,
-# the most a 256 MB function should hold. Publishers' pages are far smaller; split larger ones upstream.
+# The worker's sizing, in one place. template.yaml's WorkerFunction MemorySize, its SQS BatchSize and the
+# MAX_PAGE_BYTES it sets are checked against these (tests/unit/test_template.py), and the worst batch they admit
+# (full-size pages of the smallest releases, look-ahead included) is measured against MEMORY_SIZE_MB
+# (tests/e2e/test_worker_memory.py, bench/worker_memory.py).
 DEFAULT_MAX_PAGE_BYTES = 16 * 1024 * 1024
+BATCH_SIZE = 5
+MEMORY_SIZE_MB = 1024
+# Parsed whole, a page costs up to ~40x its bytes in Python objects (a 14.6 MiB page of 230,000 small releases
+# peaked at 609 MiB). Above this size a page is streamed instead and written in chunks of at most
+# CHUNK_CHARS characters (about the 1 MB statement the writer is tuned for: 250 releases of 4 KB) or
+# CHUNK_RELEASES releases (small ones: 2,000 wrote a page of 254,000 65-byte releases in 24 s, 250 in 57 s),
+# each in its own transaction: memory per page is its bytes plus one chunk. Every inline page (SQS caps a
+# message at 1 MiB) stays below it: one page, one statement.
+STREAM_ABOVE_BYTES = 1024 * 1024
+CHUNK_RELEASES = 2000
+CHUNK_CHARS = 1024 * 1024
 T = TypeVar("T")
 
 
 class OutOfTime(TransientError):
     """Raised if too little of the invocation is left to start a message; SQS will redeliver it."""
+
+
+class SourceUnavailable(TransientError):
+    """Raised if a URL message names a source whose configuration cannot be completed (its auth secret)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,22 @@ class Prepared:
     page: PreparedPage | None = None
     rejected: PermanentError | None = None
     run_id: str | None = None
+    streamed: bytes | None = None  # a page above STREAM_ABOVE_BYTES: read and written chunk by chunk
+    context: str = ""
+
+
+def chunks(items: Iterable[Item], max_items: int, max_chars: int) -> Iterator[list[Item]]:
+    """Consecutive runs of items, each at most ``max_items`` long or (by raw text) about ``max_chars``."""
+    chunk: list[Item] = []
+    chars = 0
+    for item in items:
+        chunk.append(item)
+        chars += len(getattr(item, "raw", None) or "")
+        if len(chunk) >= max_items or chars >= max_chars:
+            yield chunk
+            chunk, chars = [], 0
+    if chunk:
+        yield chunk
 
 
 class LookAhead:
@@ -152,9 +192,11 @@ class Worker:
 
     def __init__(self, connections: Connections, sources: dict[str, Source], *,
                  fetcher: Callable[[], Any] | None = None, s3: Callable[[], Any] | None = None,
-                 max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY) -> None:
+                 max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY,
+                 unavailable: dict[str, str] | None = None) -> None:
         self.connections = connections
         self.sources = sources
+        self.unavailable = unavailable or {}  # source name -> why it cannot be fetched now (its auth secret)
         self._fetcher_factory = fetcher
         self._s3_factory = s3
         self._fetcher: Any = None
@@ -162,6 +204,7 @@ class Worker:
         self.max_page_bytes = max_page_bytes
         self.strategy = strategy
         self._ahead: LookAhead | None = None
+        self._deadline: float | None = None  # time.monotonic() by which every call of this invocation ends
 
     def close(self) -> None:
         """Release the connection and the HTTP client (a container being recycled; tests)."""
@@ -176,18 +219,30 @@ class Worker:
         return self.write(prepared)
 
     @contextmanager
-    def batch(self, batch: list[Message]) -> Iterator[None]:
+    def batch(self, batch: list[Message], deadline: float | None = None) -> Iterator[None]:
         """While the messages of one invocation are processed in order, prepare each next one on a thread.
 
         Reading, validating and hashing a page is Python work; writing it is mostly waiting for PostgreSQL, which
-        releases the GIL. Overlapping the two keeps both the function's CPU and the database busy.
+        releases the GIL. Overlapping the two keeps both the function's CPU and the database busy. ``deadline``
+        (``time.monotonic()``) is when every network call of the batch must have ended.
         """
+        self._deadline = deadline
         self._ahead = LookAhead(self.prepare, batch)
         try:
             yield
         finally:
             self._ahead.close()
             self._ahead = None
+            self._deadline = None
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the deadline (None without one); raises OutOfTime once it has passed."""
+        if self._deadline is None:
+            return None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise OutOfTime("the invocation's deadline passed mid-message; SQS will redeliver it")
+        return left
 
     def prepare(self, message: Message) -> Prepared:
         """The CPU (and fetch) half: message -> page -> rows and statement parameters. No database."""
@@ -196,6 +251,8 @@ class Worker:
             request = messages.parse(message.body, message.source_attribute)
             source = request.source
             page, context = self._page(request, message)
+            if isinstance(page, bytes) and len(page) > STREAM_ABOVE_BYTES:
+                return Prepared(message, source, streamed=page, context=context, run_id=request.run_id)
             return Prepared(message, source, page=prepare_page(page, source, context, self.strategy),
                             run_id=request.run_id)
         except PermanentError as rejected:
@@ -205,14 +262,38 @@ class Worker:
         """The database half: the page in one statement, or the rejected message in its table."""
         rejected, message = prepared.rejected, prepared.message
         if rejected is not None:
-            self.connections.call(lambda db: reject_message(
+            self._on_database(lambda db: reject_message(
                 db, message_id=message.message_id, source=prepared.source, reason=rejected.reason,
                 detail=rejected.detail, body=message.body))
             return MessageOutcome(prepared.source, rejected_reason=rejected.reason)
+        if prepared.streamed is not None:
+            return MessageOutcome(prepared.source, page=self._write_streamed(prepared), run_id=prepared.run_id)
         page = prepared.page
         assert page is not None
-        return MessageOutcome(prepared.source, page=self.connections.call(lambda db: write_prepared(db, page)),
+        return MessageOutcome(prepared.source, page=self._on_database(lambda db: write_prepared(db, page)),
                               run_id=prepared.run_id)
+
+    def _on_database(self, work: Callable[[Database], T]) -> T:
+        """``work`` on the connection, every statement of it limited to the time left before the deadline."""
+        def limited(db: Database) -> T:
+            db.limit_statements(self.seconds_left())
+            return work(db)
+        return self.connections.call(limited)
+
+    def _write_streamed(self, prepared: Prepared) -> PageResult:
+        """A large page chunk by chunk, one transaction each. A failure part-way raises for SQS to redeliver;
+        the chunks already written are then unchanged rows (the conflict rule), not duplicates."""
+        assert prepared.streamed is not None
+        document = documents.read_stream(io.BytesIO(prepared.streamed))
+        total = PageResult()
+        for chunk in chunks(document.items(), CHUNK_RELEASES, CHUNK_CHARS):
+            page = prepare_items(chunk, prepared.source, prepared.context, self.strategy)
+            del chunk
+            total += self._on_database(lambda db: write_prepared(db, page))  # noqa: B023 - called at once
+        total.linked_releases += document.stats.linked_releases
+        total.empty_packages += document.stats.empty_packages
+        total.pages = 1
+        return total
 
     def _page(self, request: messages.PageRequest, message: Message) -> tuple[Any, str]:
         if isinstance(request, messages.InlinePage):
@@ -225,15 +306,20 @@ class Worker:
             if source is None:
                 raise PermanentError("unknown_source", f"source {request.source!r} is not configured, so no URL "
                                      "is allowed for it; add it to the sources configuration")
+            if request.source in self.unavailable:
+                # Fixable by an operator (grant the secret, fix its value): retried, then parked in the DLQ for a
+                # redrive, never acknowledged without its page. Other sources' messages are unaffected.
+                raise SourceUnavailable(self.unavailable[request.source])
             if self._fetcher is None:
                 if self._fetcher_factory is None:
                     raise PermanentError("url_refused", "this worker was configured without HTTP access")
                 self._fetcher = self._fetcher_factory()
-            return self._fetcher.get(request.url, source).body, request.url
+            return self._fetcher.get(request.url, source, deadline=self._deadline).body, request.url
         from ingest.storage import get_page
 
         if self._s3 is None:
             if self._s3_factory is None:
                 raise PermanentError("invalid_s3", "this worker was configured without S3 access")
             self._s3 = self._s3_factory()
-        return get_page(self._s3, request.bucket, request.key, self.max_page_bytes), messages.describe(request)
+        return (get_page(self._s3, request.bucket, request.key, self.max_page_bytes, deadline=self._deadline),
+                messages.describe(request))

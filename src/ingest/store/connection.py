@@ -19,6 +19,13 @@ from ingest.errors import ConfigurationError, DatabaseUnavailable
 from ingest.store.errors import translate
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
+# verify-full without sslrootcert trusts these, shipped in the package (provenance: src/ingest/data/README.md):
+# RDS instances and clusters present certificates of the RDS CAs, RDS Proxy presents ACM certificates, which
+# chain to the Amazon Trust Services roots.
+DEFAULT_CA_FILES = ("data/rds-global-bundle.pem", "data/amazon-trust-services-roots.pem")
+# A deadline is rounded down to this step before it becomes statement_timeout, so a warm connection sends the
+# SET only when the step changes (a few times per invocation), not before every page.
+STATEMENT_TIMEOUT_STEP_MS = 5000
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -105,10 +112,15 @@ def ssl_context_for(settings: DatabaseSettings) -> ssl.SSLContext | bool | None:
     if settings.sslrootcert:
         context = ssl.create_default_context(cafile=settings.sslrootcert)
     else:
-        bundle = resources.files("ingest").joinpath("data/rds-global-bundle.pem").read_text("ascii")
-        context = ssl.create_default_context(cadata=bundle)
+        context = ssl.create_default_context(cadata=default_ca_bundle())
     context.check_hostname = mode == "verify-full"
     return context
+
+
+def default_ca_bundle() -> str:
+    """The shipped CAs, as one PEM text: RDS's own and the Amazon Trust Services roots (RDS Proxy)."""
+    data = resources.files("ingest")
+    return "".join(data.joinpath(name).read_text("ascii") for name in DEFAULT_CA_FILES)
 
 
 class Database:
@@ -124,6 +136,7 @@ class Database:
         self.round_trips = 0
         self._prepared: dict[str, Any] = {}
         self.broken = False
+        self.statement_timeout_ms: int | None = None  # as last set by limit_statements (None: the server's)
 
     def run(self, sql: str, where: str) -> list[list[Any]]:
         """A statement without parameters, sent with the simple query protocol: one round trip."""
@@ -162,6 +175,28 @@ class Database:
             self.connection.run(sql, stream=io.BytesIO(data))
         except Exception as exc:
             raise self._translate(exc, where) from exc
+
+    def limit_statements(self, seconds: float | None) -> None:
+        """Make every following statement end within ``seconds`` (None: no limit of ours).
+
+        The server cancels a statement past ``statement_timeout`` (SQLSTATE 57014, a transient error); the
+        socket's timeout is set to the same bound plus a little, so a connection that stops answering cannot
+        hold the caller longer either. The value is rounded down to ``STATEMENT_TIMEOUT_STEP_MS`` and sent only
+        when it changes.
+        """
+        if seconds is None:
+            return
+        milliseconds = int(seconds * 1000)
+        if milliseconds >= STATEMENT_TIMEOUT_STEP_MS:
+            milliseconds -= milliseconds % STATEMENT_TIMEOUT_STEP_MS
+        milliseconds = max(1, milliseconds)
+        if milliseconds != self.statement_timeout_ms:
+            self.execute("SELECT set_config('statement_timeout', :value, false)", "setting statement_timeout",
+                         value=f"{milliseconds}ms")
+            self.statement_timeout_ms = milliseconds
+        sock = getattr(self.connection, "_usock", None)
+        if sock is not None:
+            sock.settimeout(seconds + 2.0)
 
     @contextmanager
     def transaction(self, where: str) -> Iterator[None]:
