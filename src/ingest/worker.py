@@ -290,7 +290,6 @@ class Worker:
             page = prepare_items(chunk, prepared.source, prepared.context, self.strategy)
             del chunk
             total += self._on_database(lambda db: write_prepared(db, page))  # noqa: B023 - called at once
-        total.linked_releases += document.stats.linked_releases
         total.empty_packages += document.stats.empty_packages
         total.pages = 1
         return total
