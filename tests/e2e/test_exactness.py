@@ -286,7 +286,7 @@ def _hostile_release(draw: st.DrawFn, index: int) -> str:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
-@given(data=st.data(), shape=st.sampled_from(["package", "lines", "envelope", "latin1"]))
+@given(data=st.data(), shape=st.sampled_from(["package", "lines", "envelope", "latin1", "truncated", "utf16"]))
 def test_hostile_documents_are_accounted_for_release_by_release(db: Database, data: st.DataObject,
                                                                 shape: str) -> None:
     db.run("TRUNCATE releases, rejected_releases, rejected_messages", "reset")
@@ -297,6 +297,10 @@ def test_hostile_documents_are_accounted_for_release_by_release(db: Database, da
         raw = package_text(*releases).encode()
     if shape == "latin1":
         raw = raw.replace("é".encode(), b"\xe9")
+    if shape == "truncated":
+        raw = raw[:data.draw(st.integers(0, len(raw)))]
+    if shape == "utf16":
+        raw = raw.decode().encode("utf-16-le")[:data.draw(st.integers(len(raw), 2 * len(raw)))]
     if shape == "envelope":
         raw = b'{"version":1,"source":"s","page":' + raw + b"}"
         from ingest.messages import parse
@@ -317,3 +321,19 @@ def test_hostile_documents_are_accounted_for_release_by_release(db: Database, da
                 if isinstance(row := to_row(documents.Found(text, documents.NO_PACKAGE, ""), "s"), ReleaseRow)]
     assert db.execute_once("SELECT count(*) FROM releases WHERE NOT data = ANY(SELECT CAST(t AS jsonb) "
                   "FROM unnest(CAST(:texts AS text[])) t)", "check", texts=accepted or [""]) == [[0]]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(data=st.data(), envelope=st.booleans())
+def test_the_worker_handler_never_fails_a_message_for_bad_data(db: Database, lambda_env: None,
+                                                                data: st.DataObject, envelope: bool) -> None:
+    releases = [data.draw(_hostile_release(i)) for i in range(data.draw(st.integers(1, 4)))]
+    page = package_text(*releases)
+    if data.draw(st.booleans()):
+        page = page[:data.draw(st.integers(0, len(page)))]
+    body = '{"version":1,"source":"s","page":' + page + "}" if envelope else page
+    if not body.strip():
+        body = "{"
+    # WHEN the handler gets it THEN it is acknowledged: recorded in the tables, never sent back to the queue
+    assert invoke({"Records": [sqs_record(body, "m1", source="s")]}) == {"batchItemFailures": []}
