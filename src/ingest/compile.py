@@ -1,0 +1,212 @@
+"""Releases of one ocid -> its compiled (or versioned) release, by the reference merge (pure; no I/O).
+
+The merge is ``ocdsmerge``'s, with the rules of the OCDS release schema of the package's version, shipped in
+``ingest/data/schema`` so that nothing is fetched at run time: 1.1 or 1.1.x -> 1.1.5; 1.0, 1.0.x, no ``version``
+-> 1.0.3 (1.0 versions ``tenderers`` and ``suppliers`` as whole lists; 1.1 merges them by ``id``); any other
+version -> 1.1.5, the newest rules we have. An ocid whose releases came in packages of both versions is merged by
+1.1's rules (its publisher has moved on). Extensions' merge rules are not applied: they would have to be fetched.
+
+Releases are merged in the order (date, release id, content hash): the date as parsed (offsets applied), then
+the release id and the content hash (bytewise) so that releases of one date never depend on arrival order.
+
+Numbers stay exact: JSON is parsed with ``loads`` (floats as ``Decimal``, integers of any length) and written with
+``dumps`` (each number's exact digits), never through a Python float.
+
+``ocdsmerge`` imports ``requests`` (~150 ms): it is imported inside the functions that merge, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCHEMAS = {"1.1": "release-schema-1.1.5.json", "1.0": "release-schema-1.0.3.json"}
+MergeRules = dict[tuple[str, ...], str]
+
+
+def schema_version(package_version: str | None) -> str:
+    """The merge rules ("1.1" or "1.0") for a package's ``version`` field."""
+    if package_version is None or package_version == "1.0" or package_version.startswith("1.0."):
+        return "1.0"
+    return "1.1"
+
+
+def ocid_schema_version(package_versions: Iterable[str | None]) -> str:
+    """The rules for one ocid's releases: 1.1 if any came in a 1.1 (or unknown-version) package."""
+    return "1.1" if any(schema_version(version) == "1.1" for version in package_versions) else "1.0"
+
+
+@cache
+def merge_rules(version: str) -> MergeRules:
+    """The merge rules of the shipped schema of an OCDS version, derived once per process."""
+    text = resources.files("ingest").joinpath(f"data/schema/{SCHEMAS[version]}").read_text("utf-8")
+    return rules_of_schema(json.loads(text))
+
+
+def rules_of_schema(schema: dict[str, Any]) -> MergeRules:
+    """The merge rules of any release schema (a patched one, a test's)."""
+    from ocdsmerge.rules import get_merge_rules
+
+    return get_merge_rules(schema)
+
+
+# --- exact JSON ---------------------------------------------------------------------------------------------
+
+def _integer(text: str) -> int | Decimal:
+    # int() refuses more than 4300 digits (sys.int_max_str_digits); Decimal keeps any length exactly.
+    return int(text) if len(text) < 4000 else Decimal(text)
+
+
+def loads(text: str | bytes) -> Any:
+    """JSON text -> Python, every number exact (fractions and exponents as ``Decimal``)."""
+    return json.loads(text, parse_float=Decimal, parse_int=_integer)
+
+
+# A placeholder that cannot occur in data read from jsonb (which refuses \u0000) nor in any JSON we write.
+_PLACEHOLDER = re.compile(r'"\\u0000(\d+)"')
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """Python -> JSON text, each ``Decimal`` written with its exact digits.
+
+    The standard encoder cannot write a number it does not know; each ``Decimal`` goes out as a numbered
+    placeholder string (C speed) and is put back as its digits in one pass.
+    """
+    numbers: list[str] = []
+
+    def number(item: Any) -> str:
+        if isinstance(item, Decimal) and item.is_finite():
+            numbers.append(str(item))
+            return f"\x00{len(numbers) - 1}"
+        raise TypeError(f"{type(item).__name__} is not JSON")
+
+    separators = (",", ": ") if indent is not None else (",", ":")
+    text = json.dumps(value, ensure_ascii=False, default=number, indent=indent, separators=separators)
+    return _PLACEHOLDER.sub(lambda match: numbers[int(match[1])], text) if numbers else text
+
+
+# --- merging ------------------------------------------------------------------------------------------------
+
+_EMPTY = "\x00empty"
+
+
+def _keep_empty_objects(value: Any, rules: MergeRules, path: tuple[str, ...] = ()) -> Any:
+    """A compiled release made mergeable again without losing its empty objects.
+
+    A compiled release can hold ``{}`` where every field of an object was set to null; ocdsmerge's flatten skips
+    empty objects, so merging onto the compiled release would drop them where a merge of all releases keeps them.
+    A null-valued placeholder key keeps the object's path; null values are never written out.
+    """
+    if isinstance(value, dict):
+        if not value:
+            return {_EMPTY: None}
+        out = {}
+        for key, item in value.items():
+            item_path = (*path, key)
+            rule = rules.get(item_path)
+            out[key] = item if rule in ("wholeListMerge", "omitWhenMerged") else _keep_empty_objects(
+                item, rules, item_path)
+        return out
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return [_keep_empty_objects(item, rules, path) for item in value]
+    return value
+
+
+def compile_releases(releases: Sequence[dict[str, Any]], rules: MergeRules, *,
+                     onto: dict[str, Any] | None = None, overrides: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """The compiled release of ``releases``, given in merge order, optionally merged onto an earlier compiled
+    release of the same ocid (``onto``): the incremental case, equal to merging all releases from scratch."""
+    from ocdsmerge.exceptions import DuplicateIdValueWarning
+    from ocdsmerge.merge import CompiledRelease
+
+    data = _keep_empty_objects(onto, rules) if onto is not None else None
+    merged = CompiledRelease(data, merge_rules=rules, rule_overrides=overrides or {})
+    with warnings.catch_warnings():
+        # Two objects with one id in an array are merged into one, as the standard says; not our error to raise.
+        warnings.simplefilter("ignore", DuplicateIdValueWarning)
+        for release in releases:
+            merged.append(release)
+    return merged.asdict()
+
+
+def versioned_release(releases: Sequence[dict[str, Any]], rules: MergeRules) -> dict[str, Any]:
+    """The versioned release (every value with the releases that set it) of ``releases`` in merge order."""
+    from ocdsmerge.exceptions import DuplicateIdValueWarning
+    from ocdsmerge.merge import VersionedRelease
+
+    merged = VersionedRelease(merge_rules=rules)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DuplicateIdValueWarning)
+        for release in releases:
+            merged.append(release)
+    return merged.asdict()
+
+
+# --- extracted columns --------------------------------------------------------------------------------------
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _amount(value: Any) -> Decimal | int | None:
+    return value if isinstance(value, (int, Decimal)) and not isinstance(value, bool) else None
+
+
+def _total(items: Any, excluded_statuses: frozenset[str]) -> tuple[int, Decimal | int | None, str | None]:
+    """(count, total, currency) of awards or contracts; the total only when every counted value has one
+    currency, and without those cancelled or unsuccessful (what an analyst means by "the value awarded")."""
+    objects = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    amounts: list[Decimal | int] = []
+    currencies: set[str | None] = set()
+    for item in objects:
+        if item.get("status") in excluded_statuses:
+            continue
+        value = _object(item.get("value"))
+        amount = _amount(value.get("amount"))
+        if amount is not None:
+            amounts.append(amount)
+            currencies.add(_text(value.get("currency")))
+    if not amounts or len(currencies) != 1:
+        return len(objects), None, None
+    return len(objects), sum(amounts, Decimal(0)) if any(isinstance(a, Decimal) for a in amounts) else sum(
+        amounts), currencies.pop()
+
+
+def extract(compiled: dict[str, Any]) -> dict[str, Any]:
+    """The columns people filter on, from a compiled release (the same as ``releases``' plus totals)."""
+    buyer = _object(compiled.get("buyer"))
+    tender = _object(compiled.get("tender"))
+    value = _object(tender.get("value"))
+    awards = _total(compiled.get("awards"), frozenset({"cancelled", "unsuccessful"}))
+    contracts = _total(compiled.get("contracts"), frozenset({"cancelled"}))
+    return {
+        "initiation_type": _text(compiled.get("initiationType")),
+        "buyer_id": _text(buyer.get("id")),
+        "buyer_name": _text(buyer.get("name")),
+        "tender_id": _text(tender.get("id")),
+        "tender_title": _text(tender.get("title")),
+        "tender_status": _text(tender.get("status")),
+        "procurement_method": _text(tender.get("procurementMethod")),
+        "value_amount": _amount(value.get("amount")),
+        "value_currency": _text(value.get("currency")),
+        "awards_count": awards[0],
+        "awards_amount": awards[1],
+        "awards_currency": awards[2],
+        "contracts_count": contracts[0],
+        "contracts_amount": contracts[1],
+        "contracts_currency": contracts[2],
+    }
