@@ -152,7 +152,8 @@ class Worker:
 
     def __init__(self, connections: Connections, sources: dict[str, Source], *,
                  fetcher: Callable[[], Any] | None = None, s3: Callable[[], Any] | None = None,
-                 max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY) -> None:
+                 max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY,
+                 compile_releases: bool = True) -> None:
         self.connections = connections
         self.sources = sources
         self._fetcher_factory = fetcher
@@ -161,6 +162,7 @@ class Worker:
         self._s3: Any = None
         self.max_page_bytes = max_page_bytes
         self.strategy = strategy
+        self.compile_releases = compile_releases
         self._ahead: LookAhead | None = None
 
     def close(self) -> None:
@@ -211,8 +213,8 @@ class Worker:
             return MessageOutcome(prepared.source, rejected_reason=rejected.reason)
         page = prepared.page
         assert page is not None
-        return MessageOutcome(prepared.source, page=self.connections.call(lambda db: write_prepared(db, page)),
-                              run_id=prepared.run_id)
+        written = self.connections.call(lambda db: write_prepared(db, page, self.compile_releases))
+        return MessageOutcome(prepared.source, page=written, run_id=prepared.run_id)
 
     def _page(self, request: messages.PageRequest, message: Message) -> tuple[Any, str]:
         if isinstance(request, messages.InlinePage):
