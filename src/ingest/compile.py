@@ -21,7 +21,7 @@ import json
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -182,8 +182,12 @@ def _total(items: Any, excluded_statuses: frozenset[str]) -> tuple[int, Decimal 
             currencies.add(_text(value.get("currency")))
     if not amounts or len(currencies) != 1:
         return len(objects), None, None
-    return len(objects), sum(amounts, Decimal(0)) if any(isinstance(a, Decimal) for a in amounts) else sum(
-        amounts), currencies.pop()
+    with localcontext(_EXACT):
+        return len(objects), sum(amounts, Decimal(0)), currencies.pop()
+
+
+# Sums of Decimals without rounding (the default context keeps 28 digits).
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def extract(compiled: dict[str, Any]) -> dict[str, Any]:

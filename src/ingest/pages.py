@@ -56,8 +56,8 @@ class PageResult:
         return sum(self.rejected.values())
 
     def __iadd__(self, other: PageResult) -> PageResult:
-        for name in ("releases_read", "inserted", "updated", "unchanged", "duplicates_in_page",
-                     "compiled_releases", "ocids_compiled", "linked_releases", "empty_packages", "round_trips", "pages"):
+        for name in ("releases_read", "inserted", "updated", "unchanged", "duplicates_in_page", "compiled_releases",
+                     "ocids_compiled", "linked_releases", "empty_packages", "round_trips", "pages"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.update(other.rejected)
         return self

@@ -141,13 +141,13 @@ def test_versions_choose_the_shipped_schema() -> None:
 
 def test_exact_numbers_round_trip() -> None:
     huge = "7" * 5000  # int() refuses more than 4300 digits
-    text = '{"a":12345678901234567890.123456789,"b":1e-400,"c":%s,"d":[1,2.50,-3]}' % huge
+    text = f'{{"a":12345678901234567890.123456789,"b":1e-400,"c":{huge},"d":[1,2.50,-3]}}'
     value = loads(text)
     assert value["a"] == Decimal("12345678901234567890.123456789")
     assert value["b"] == Decimal("1e-400")
     assert value["c"] == Decimal(huge)
     out = dumps(value)
-    assert out == '{"a":12345678901234567890.123456789,"b":1E-400,"c":%s,"d":[1,2.50,-3]}' % huge
+    assert out == f'{{"a":12345678901234567890.123456789,"b":1E-400,"c":{huge},"d":[1,2.50,-3]}}'
     assert loads(out) == value
 
 
