@@ -60,6 +60,7 @@ from ingest.tcp_proxy import LatencyProxy
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench/worker_bench.py, also when this file is run some other way
     sys.path.insert(0, str(HERE))
+import compile_bench  # noqa: E402
 import worker_bench  # noqa: E402
 
 SOURCE = "bench"
@@ -1438,6 +1439,9 @@ def main(argv: list[str] | None = None) -> int:
             imports = worker_bench.cold_import(args.import_repeat, tmp, deployed_repeat=args.import_deployed_repeat)
             progress(f"[import] handler.worker {imports['handler_median'] * 1000:.0f} ms vs libraries "
                      f"{imports['libraries_median'] * 1000:.0f} ms (medians): {imports['ratio_median']:.2f}x")
+        # What keeping compiled_releases current costs the worker per page (bench/compile_bench.py).
+        compiling = None if args.no_worker else compile_bench.run(bench, generate, args.seed,
+                                                                  2_000 if args.quick else 10_000)
         for label, info in sizes.items():
             print_table(label, info, info["run_objects"])
         if worker_info or memory or imports:
@@ -1464,6 +1468,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "runs": [run.as_json() for run in worker_info["run_objects"]]}
         if memory:
             output["worker_memory"] = memory
+        if compiling:
+            output["compile"] = compiling
         if imports:
             output["worker_cold_import"] = imports
         args.output.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
