@@ -118,10 +118,79 @@ def _keep_empty_objects(value: Any, rules: MergeRules, path: tuple[str, ...] = (
     return value
 
 
+class MergeFailed(Exception):
+    """Raised if the reference merge refuses an ocid's releases (e.g. an object where an earlier release had a
+    string, an ``id`` that is a list); the same releases always fail the same way."""
+
+
+class _NotSimple(Exception):
+    """Raised if a release has what only the reference merge resolves (repeated or non-string ids)."""
+
+
+def _clean(obj: dict[str, Any], rules: MergeRules, rule_path: tuple[str, ...]) -> dict[str, Any] | None:
+    """One object as ocdsmerge's flatten + unflatten leave it, or None if nothing of it survives."""
+    out: dict[str, Any] = {}
+    touched = False
+    for key, value in obj.items():
+        path = (*rule_path, key)
+        rule = rules.get(path)
+        if rule == "omitWhenMerged":
+            continue
+        if rule == "wholeListMerge" or not isinstance(value, (dict, list)) or (
+                type(value) is list and any(not isinstance(item, dict) for item in value)):
+            touched = True  # a null still creates the objects above it
+            if value is not None:
+                out[key] = value
+        elif type(value) is dict:
+            if value and (cleaned := _clean(value, rules, path)) is not None:
+                out[key], touched = cleaned, True
+        elif value:
+            ids = [item["id"] for item in value if "id" in item]
+            if any(type(identifier) is not str or identifier == "None" for identifier in ids) or len(
+                    set(ids)) != len(ids):
+                raise _NotSimple
+            items = [cleaned for item in value if (cleaned := _clean(item, rules, path)) is not None]
+            if items:
+                out[key], touched = items, True
+    return out if touched else None
+
+
+def _compile_one(release: dict[str, Any], rules: MergeRules) -> dict[str, Any]:
+    """The compiled release of a single release: what ``CompiledRelease`` gives, without flattening (most ocids
+    have one release; this is 5-10 times faster). Property-tested equal to the reference; a release with repeated
+    or non-string ids in a merged array raises ``_NotSimple`` and goes to the reference."""
+    ocid, date = release.get("ocid"), release.get("date")
+    body = {key: value for key, value in release.items() if key != "tag"}
+    compiled = _clean(body, rules, ()) or {}
+    compiled.update(tag=["compiled"], id=f"{ocid}-{date}")
+    for key, value in (("date", date), ("ocid", ocid)):
+        if value is None:
+            compiled.pop(key, None)
+        else:
+            compiled[key] = value
+    return compiled
+
+
 def compile_releases(releases: Sequence[dict[str, Any]], rules: MergeRules, *,
                      onto: dict[str, Any] | None = None, overrides: dict[Any, Any] | None = None) -> dict[str, Any]:
     """The compiled release of ``releases``, given in merge order, optionally merged onto an earlier compiled
     release of the same ocid (``onto``): the incremental case, equal to merging all releases from scratch."""
+    if len(releases) == 1 and onto is None and not overrides:
+        try:
+            return _compile_one(releases[0], rules)
+        except _NotSimple:
+            pass
+    from ocdsmerge.exceptions import OCDSMergeError
+
+    try:
+        return reference_compile(releases, rules, onto=onto, overrides=overrides)
+    except (OCDSMergeError, TypeError, AttributeError) as error:
+        raise MergeFailed(f"{type(error).__name__}: {error}") from error
+
+
+def reference_compile(releases: Sequence[dict[str, Any]], rules: MergeRules, *,
+                      onto: dict[str, Any] | None = None, overrides: dict[Any, Any] | None = None) -> dict[str, Any]:
+    """``compile_releases`` by ocdsmerge alone."""
     from ocdsmerge.exceptions import DuplicateIdValueWarning
     from ocdsmerge.merge import CompiledRelease
 

@@ -301,3 +301,17 @@ def test_versioned_without_an_ocid_is_one_clear_line(db: Database, migrated: str
         "ocds-ingest compile: --versioned prints one contracting process: give --ocid X (and no --source)"]
     assert main(["compile", "--versioned", "--ocid", "nothing-here"]) == 2
     assert "no releases are stored for ocid 'nothing-here'" in capsys.readouterr().err
+
+
+def test_releases_the_merge_refuses_are_recorded_and_the_page_goes_on(db: Database) -> None:
+    first = release("ocds-bad", "1", "2020-01-01T00:00:00Z", tender={"title": "text"})
+    second = release("ocds-bad", "2", "2020-01-02T00:00:00Z", tender={"title": {"an": "object"}},
+                     awards=[{"id": ["a list"]}])
+    result = save_page(db, package(first, second, release("ocds-fine", "1", "2020-01-01T00:00:00Z")), "s")
+    assert result.ocids_compiled == 2
+    row = db.execute("SELECT data IS NULL, release_count, compile_error FROM compiled_releases WHERE ocid = :o",
+                     "read", o="ocds-bad")[0]
+    assert row[:2] == [True, 2] and row[2].startswith("TypeError")
+    # The same releases again: not retried, nothing rewritten.
+    assert compile_ocids(db, ["ocds-bad"]).unchanged == 1
+    assert compiled(db, "ocds-fine")["id"] == "ocds-fine-2020-01-01T00:00:00Z"

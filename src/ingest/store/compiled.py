@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ingest.compile import compile_releases, dumps, extract, loads, merge_rules, ocid_schema_version
+from ingest.compile import (
+    MergeFailed,
+    compile_releases,
+    dumps,
+    extract,
+    loads,
+    merge_rules,
+    ocid_schema_version,
+)
 from ingest.store.connection import Database
 
 # Ocids per transaction: bounds the locks held, the memory of one batch and the size of the upsert.
@@ -54,7 +62,7 @@ _EXTRACTED = (("initiation_type", "text"), ("buyer_id", "text"), ("buyer_name", 
               ("contracts_amount", "numeric"), ("contracts_currency", "text"))
 _COLUMNS = (("data", "jsonb"), ("compiled_from", "text"), ("release_count", "integer"),
             ("release_date", "timestamptz"), ("date_text", "text"), ("inputs_hash", "text"),
-            ("ocds_version", "text"), ("source", "text"), *_EXTRACTED)
+            ("ocds_version", "text"), ("source", "text"), ("compile_error", "text"), *_EXTRACTED)
 
 
 def _upsert_sql() -> str:
@@ -212,13 +220,21 @@ def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileRe
         # compiled_from = 'releases' (checked by _plan) means data was written with inputs_hash.
         onto = loads(stored[plan.ocid]) if plan.onto else None
         head = plan.keys[:plan.onto]
-        compiled = compile_releases([loads(row[7]) for row in tail], merge_rules(plan.version), onto=onto)
+        try:
+            compiled: dict[str, Any] | None = compile_releases([loads(row[7]) for row in tail],
+                                                               merge_rules(plan.version), onto=onto)
+            error = None
+        except MergeFailed as failed:
+            # Recorded with the inputs' hash: the same releases fail the same way, so this is not retried until
+            # they change, and the page goes on.
+            compiled, error = None, str(failed)
         result.merges += len(tail)
         result.incremental += onto is not None
         merged = [(key.release_id, key.content_hash) for key in head] + [(row[1], bytes(row[3])) for row in tail]
         last = tail[-1] if tail else None
         rows.append(_row_json(plan.ocid, compiled, "releases", len(merged), inputs_hash(merged), plan.version,
-                              last[2] if last else None, last[6] if last else None, last[5] if last else None))
+                              last[2] if last else None, last[6] if last else None, last[5] if last else None,
+                              error=error))
     return rows
 
 
@@ -240,16 +256,17 @@ def _publisher_rows(db: Database, ocids: list[str], where: str) -> list[str]:
     return rows
 
 
-def _row_json(ocid: str, compiled: dict[str, Any], compiled_from: str, count: int, hashed: bytes,
+def _row_json(ocid: str, compiled: dict[str, Any] | None, compiled_from: str, count: int, hashed: bytes,
               version: str | None, release_date: datetime | None, date_text: str | None, source: str | None,
-              data_text: str | None = None) -> str:
+              data_text: str | None = None, error: str | None = None) -> str:
     """One row of the upsert's JSON parameter; the compiled release and every number go in as exact text."""
-    extracted = dumps(extract(compiled))
-    return (f'{{"ocid":{dumps(ocid)},"data":{data_text if data_text is not None else dumps(compiled)},'
-            f'"compiled_from":"{compiled_from}","release_count":{count},'
+    extracted = dumps(extract(compiled)) if compiled is not None else "{}"
+    data = data_text if data_text is not None else dumps(compiled)
+    return (f'{{"ocid":{dumps(ocid)},"data":{data},"compiled_from":"{compiled_from}","release_count":{count},'
             f'"release_date":{dumps(release_date.isoformat()) if release_date else "null"},'
             f'"date_text":{dumps(date_text)},"inputs_hash":"{hashed.hex()}","ocds_version":{dumps(version)},'
-            f'"source":{dumps(source)},{extracted[1:]}')
+            f'"source":{dumps(source)},"compile_error":{dumps(error)}{"," if compiled is not None else ""}'
+            f'{extracted[1:]}')
 
 
 def _text_array(values: Sequence[str]) -> str:

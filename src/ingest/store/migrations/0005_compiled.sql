@@ -34,6 +34,7 @@ ALTER TABLE compiled_releases
     ADD COLUMN contracts_count    integer,
     ADD COLUMN contracts_amount   numeric,      -- not cancelled; NULL if currencies differ
     ADD COLUMN contracts_currency text,
+    ADD COLUMN compile_error      text,         -- why the merge refused these releases (then data is NULL)
     ADD COLUMN compiled_at        timestamptz;
 COMMENT ON TABLE compiled_releases IS 'The compiled release (current state) of every ocid: its releases merged by '
     'the rules of its OCDS version, or the publisher''s compiledRelease when it has no releases of its own';
