@@ -160,14 +160,11 @@ def _compile_one(release: dict[str, Any], rules: MergeRules) -> dict[str, Any]:
     have one release; this is 5-10 times faster). Property-tested equal to the reference; a release with repeated
     or non-string ids in a merged array raises ``_NotSimple`` and goes to the reference."""
     ocid, date = release.get("ocid"), release.get("date")
+    if type(ocid) is not str or type(date) is not str:  # stored releases always have both as strings
+        raise _NotSimple
     body = {key: value for key, value in release.items() if key != "tag"}
     compiled = _clean(body, rules, ()) or {}
-    compiled.update(tag=["compiled"], id=f"{ocid}-{date}")
-    for key, value in (("date", date), ("ocid", ocid)):
-        if value is None:
-            compiled.pop(key, None)
-        else:
-            compiled[key] = value
+    compiled.update(tag=["compiled"], id=f"{ocid}-{date}", date=date, ocid=ocid)
     return compiled
 
 
