@@ -144,8 +144,9 @@ def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool 
     round_trips_before = db.round_trips
     written = write_page(db, prepared.rows, prepared.rejections, prepared.compiled, prepared.source,
                          prepared.context, prepared.strategy, prepared.parameters)
-    ocids_compiled = compile_ocids(db, [row.ocid for row in prepared.rows] + [row.ocid for row in prepared.compiled]
-                                   ).compiled if compile_releases else 0
+    ocids_compiled = compile_ocids(
+        db, [row.ocid for row in prepared.rows] + [row.ocid for row in prepared.compiled],
+        known={row.key: (row.content_hash, row.data_text) for row in prepared.rows}).compiled if compile_releases else 0
     refused = written.refused or []
     result = PageResult(
         releases_read=prepared.releases_read,

@@ -44,7 +44,7 @@ _STATES = """
 SELECT ocid, compiled_from, release_count, inputs_hash, ocds_version, publisher_hash, publisher_data IS NOT NULL
 FROM compiled_releases WHERE ocid = ANY(CAST(:ocids AS text[]))"""
 _KEYS = """
-SELECT ocid, release_id, release_date, content_hash, ocds_version
+SELECT ocid, release_id, release_date, content_hash, ocds_version, source, date_text
 FROM releases WHERE ocid = ANY(CAST(:ocids AS text[]))"""
 _RELEASES = """
 SELECT r.ocid, r.release_id, r.release_date, r.content_hash, r.ocds_version, r.source, r.date_text, r.data::text
@@ -107,6 +107,8 @@ class _Key:
     release_date: datetime
     content_hash: bytes
     ocds_version: str | None
+    source: str
+    date_text: str
 
     @property
     def order(self) -> tuple[datetime, str, bytes]:
@@ -134,26 +136,32 @@ class _Plan:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def compile_ocids(db: Database, ocids: Iterable[str], *, force: bool = False) -> CompileResult:
+Known = dict[tuple[str, str], tuple[bytes, str]]
+
+
+def compile_ocids(db: Database, ocids: Iterable[str], *, force: bool = False, known: Known | None = None
+                  ) -> CompileResult:
     """Bring the compiled releases of ``ocids`` up to date; ``force`` re-merges each from scratch (after an
-    upgrade of the rules)."""
+    upgrade of the rules). ``known`` maps (ocid, release id) to (content hash, JSON text) of releases the caller
+    has at hand (the page just written): a stored release with that hash is not read back."""
     result = CompileResult()
     ordered = sorted(set(ocids))
     for start in range(0, len(ordered), BATCH_OCIDS):
         batch = ordered[start:start + BATCH_OCIDS]
         with db.transaction(f"compiling {len(batch)} contracting processes"):
-            result += _compile_batch(db, batch, force)
+            result += _compile_batch(db, batch, force, known or {})
     return result
 
 
-def _compile_batch(db: Database, ocids: list[str], force: bool) -> CompileResult:
+def _compile_batch(db: Database, ocids: list[str], force: bool, known: Known) -> CompileResult:
     where = f"compiling {len(ocids)} contracting processes"
     db.execute(_LOCK, where, keys=_bigint_array(sorted({lock_key(ocid) for ocid in ocids})))
     listed = _text_array(ocids)
     states = {row[0]: row for row in db.execute(_STATES, where, ocids=listed)}
     keys: dict[str, list[_Key]] = defaultdict(list)
-    for ocid, release_id, release_date, content_hash, version in db.execute(_KEYS, where, ocids=listed):
-        keys[ocid].append(_Key(release_id, release_date, bytes(content_hash), version))
+    for ocid, release_id, release_date, content_hash, version, source, date_text in db.execute(
+            _KEYS, where, ocids=listed):
+        keys[ocid].append(_Key(release_id, release_date, bytes(content_hash), version, source, date_text))
 
     result = CompileResult()
     plans: list[_Plan] = []
@@ -173,7 +181,7 @@ def _compile_batch(db: Database, ocids: list[str], force: bool) -> CompileResult
         else:
             plans.append(plan)
 
-    rows = _merged_rows(db, plans, where, result) + _publisher_rows(db, publisher_only, where)
+    rows = _merged_rows(db, plans, where, result, known) + _publisher_rows(db, publisher_only, where)
     if rows:
         db.execute(_UPSERT, where, rows="[" + ",".join(rows) + "]")
     result.compiled += len(rows)
@@ -200,14 +208,24 @@ def _plan(ocid: str, ordered: list[_Key], state: Sequence[Any] | None, force: bo
     return plan
 
 
-def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileResult) -> list[str]:
+def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileResult, known: Known) -> list[str]:
     if not plans:
         return []
-    wanted = [(plan.ocid, key.release_id) for plan in plans for key in plan.keys[plan.onto:]]
-    fetched: dict[tuple[str, str], list[Any]] = {}
-    for row in db.execute(_RELEASES, where, ocids=_text_array([o for o, _ in wanted]),
-                          ids=_text_array([i for _, i in wanted])):
-        fetched[(row[0], row[1])] = row
+    fetched: dict[tuple[str, str], Sequence[Any]] = {}
+    wanted = []
+    for plan in plans:
+        for key in plan.keys[plan.onto:]:
+            at_hand = known.get((plan.ocid, key.release_id))
+            if at_hand is not None and at_hand[0] == key.content_hash:
+                fetched[(plan.ocid, key.release_id)] = (plan.ocid, key.release_id, key.release_date,
+                                                        key.content_hash, key.ocds_version, key.source,
+                                                        key.date_text, at_hand[1])
+            else:
+                wanted.append((plan.ocid, key.release_id))
+    if wanted:
+        for row in db.execute(_RELEASES, where, ocids=_text_array([o for o, _ in wanted]),
+                              ids=_text_array([i for _, i in wanted])):
+            fetched[(row[0], row[1])] = row
     incremental = [plan.ocid for plan in plans if plan.onto]
     stored = dict(db.execute(_COMPILED_DATA, where, ocids=_text_array(incremental))) if incremental else {}
 
