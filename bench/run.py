@@ -735,7 +735,7 @@ def explain_page(bench: Bench, database: str, releases: list[dict[str, Any]], la
     """EXPLAIN (ANALYZE, BUFFERS) of the engine's statement for one page, on an empty table, rolled back."""
     null = NullDatabase()
     null.keep = True
-    save_page(null, releases, SOURCE)  # type: ignore[arg-type]
+    save_page(null, releases, SOURCE, compile_releases=False)  # type: ignore[arg-type]
     parameter = null.parameters[0]
     bench.reset(database, "releases")
     connection = bench.dbs[database].connection
@@ -857,7 +857,9 @@ def worker_client_side(module: Any, events: list[dict[str, Any]], strategy: str,
     null = NullDatabase()
 
     def null_worker() -> Worker:
-        return Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
+        # The client side of the write alone (compiling's cost: bench/compile_bench.py).
+        return Worker(Connections(lambda: null), {}, strategy=strategy,  # type: ignore[arg-type, return-value]
+                      compile_releases=False)
 
     def process_all(bodies: list[str], repeat: int = 1) -> float:
         worker = null_worker()
@@ -1370,7 +1372,7 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
     null = NullDatabase()
     started = time.perf_counter()
     for page in pages:
-        save_page(null, page, SOURCE)  # type: ignore[arg-type]
+        save_page(null, page, SOURCE, compile_releases=False)  # type: ignore[arg-type]
     info["client_only_seconds"] = time.perf_counter() - started
     info["client_only_rate"] = len(releases) / info["client_only_seconds"]
     progress(f"[{label}] engine client side alone: {info['client_only_seconds']:.2f} s, "
