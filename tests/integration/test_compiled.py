@@ -315,3 +315,17 @@ def test_releases_the_merge_refuses_are_recorded_and_the_page_goes_on(db: Databa
     # The same releases again: not retried, nothing rewritten.
     assert compile_ocids(db, ["ocds-bad"]).unchanged == 1
     assert compiled(db, "ocds-fine")["id"] == "ocds-fine-2020-01-01T00:00:00Z"
+
+
+def test_compile_releases_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from handler import environment
+    from ingest.errors import ConfigurationError
+
+    monkeypatch.delenv("COMPILE_RELEASES", raising=False)
+    assert environment.compile_releases() is True
+    for value, expected in (("false", False), ("0", False), ("OFF", False), ("true", True), ("yes", True)):
+        monkeypatch.setenv("COMPILE_RELEASES", value)
+        assert environment.compile_releases() is expected
+    monkeypatch.setenv("COMPILE_RELEASES", "maybe")
+    with pytest.raises(ConfigurationError, match="COMPILE_RELEASES"):
+        environment.compile_releases()
