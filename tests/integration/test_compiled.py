@@ -61,6 +61,7 @@ def assert_equals_compiling_from_scratch(db: Database) -> None:
         assert data == compile_releases(releases, merge_rules(version)), ocid
         assert (count, bytes(hashed), stored_version) == (
             len(rows), inputs_hash((row[0], bytes(row[1])) for row in rows), version)
+        assert table[ocid][5] == rows[-1][2]  # the latest release's date
 
 
 # --- the normative outputs, through the write path ---------------------------------------------------------

@@ -22,7 +22,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingest.compile import (
@@ -43,11 +43,15 @@ _LOCK = "SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigi
 _STATES = """
 SELECT ocid, compiled_from, release_count, inputs_hash, ocds_version, publisher_hash, publisher_data IS NOT NULL
 FROM compiled_releases WHERE ocid = ANY(CAST(:ocids AS text[]))"""
-_KEYS = """
-SELECT ocid, release_id, release_date, content_hash, ocds_version, source, date_text
+# release_date travels as microseconds since 1970 (same order; pg8000 parses timestamptz with strptime, which
+# costs more than the rest of reading an ocid's thousand keys).
+_MICROS = "CAST(extract(epoch FROM {}) * 1000000 AS bigint)"
+_KEYS = f"""
+SELECT ocid, release_id, {_MICROS.format("release_date")}, content_hash, ocds_version, source, date_text
 FROM releases WHERE ocid = ANY(CAST(:ocids AS text[]))"""
-_RELEASES = """
-SELECT r.ocid, r.release_id, r.release_date, r.content_hash, r.ocds_version, r.source, r.date_text, r.data::text
+_RELEASES = f"""
+SELECT r.ocid, r.release_id, {_MICROS.format("r.release_date")}, r.content_hash, r.ocds_version, r.source,
+       r.date_text, r.data::text
 FROM releases r JOIN unnest(CAST(:ocids AS text[]), CAST(:ids AS text[])) AS k(ocid, id)
   ON r.ocid = k.ocid AND r.release_id = k.id"""
 _COMPILED_DATA = "SELECT ocid, data::text FROM compiled_releases WHERE ocid = ANY(CAST(:ocids AS text[]))"
@@ -104,14 +108,14 @@ class CompileResult:
 @dataclass(frozen=True, slots=True)
 class _Key:
     release_id: str
-    release_date: datetime
+    release_date: int  # microseconds since 1970
     content_hash: bytes
     ocds_version: str | None
     source: str
     date_text: str
 
     @property
-    def order(self) -> tuple[datetime, str, bytes]:
+    def order(self) -> tuple[int, str, bytes]:
         """The merge order: date, then release id and content hash, so equal dates never depend on arrival."""
         return (self.release_date, self.release_id, self.content_hash)
 
@@ -256,7 +260,7 @@ def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileRe
     return rows
 
 
-def _row_order(row: Any) -> tuple[datetime, str, bytes]:
+def _row_order(row: Any) -> tuple[int, str, bytes]:
     return (row[2], row[1], bytes(row[3]))
 
 
@@ -275,16 +279,23 @@ def _publisher_rows(db: Database, ocids: list[str], where: str) -> list[str]:
 
 
 def _row_json(ocid: str, compiled: dict[str, Any] | None, compiled_from: str, count: int, hashed: bytes,
-              version: str | None, release_date: datetime | None, date_text: str | None, source: str | None,
+              version: str | None, release_micros: int | None, date_text: str | None, source: str | None,
               data_text: str | None = None, error: str | None = None) -> str:
     """One row of the upsert's JSON parameter; the compiled release and every number go in as exact text."""
     extracted = dumps(extract(compiled)) if compiled is not None else "{}"
     data = data_text if data_text is not None else dumps(compiled)
     return (f'{{"ocid":{dumps(ocid)},"data":{data},"compiled_from":"{compiled_from}","release_count":{count},'
-            f'"release_date":{dumps(release_date.isoformat()) if release_date else "null"},'
+            f'"release_date":{_iso(release_micros)},'
             f'"date_text":{dumps(date_text)},"inputs_hash":"{hashed.hex()}","ocds_version":{dumps(version)},'
             f'"source":{dumps(source)},"compile_error":{dumps(error)}{"," if compiled is not None else ""}'
             f'{extracted[1:]}')
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso(micros: int | None) -> str:
+    return "null" if micros is None else f'"{(_EPOCH + timedelta(microseconds=micros)).isoformat()}"'
 
 
 def _text_array(values: Sequence[str]) -> str:
