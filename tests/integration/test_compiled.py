@@ -316,6 +316,11 @@ def test_releases_the_merge_refuses_are_recorded_and_the_page_goes_on(db: Databa
     # The same releases again: not retried, nothing rewritten.
     assert compile_ocids(db, ["ocds-bad"]).unchanged == 1
     assert compiled(db, "ocds-fine")["id"] == "ocds-fine-2020-01-01T00:00:00Z"
+    # A newer release: merged with all of them again (there is no compiled release to merge onto).
+    save_page(db, package(release("ocds-bad", "3", "2020-01-03T00:00:00Z")), "s")
+    row = db.execute("SELECT release_count, compile_error IS NOT NULL FROM compiled_releases WHERE ocid = :o",
+                     "read", o="ocds-bad")[0]
+    assert row == [3, True]
 
 
 def test_compile_releases_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,7 +41,8 @@ BATCH_OCIDS = 250
 
 _LOCK = "SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigint[])) AS key"
 _STATES = """
-SELECT ocid, compiled_from, release_count, inputs_hash, ocds_version, publisher_hash, publisher_data IS NOT NULL
+SELECT ocid, compiled_from, release_count, inputs_hash, ocds_version, publisher_hash, publisher_data IS NOT NULL,
+       data IS NOT NULL
 FROM compiled_releases WHERE ocid = ANY(CAST(:ocids AS text[]))"""
 # release_date travels as microseconds since 1970 (same order; pg8000 parses timestamptz with strptime, which
 # costs more than the rest of reading an ocid's thousand keys).
@@ -208,7 +209,8 @@ def _plan(ocid: str, ordered: list[_Key], state: Sequence[Any] | None, force: bo
         return plan
     if stored_count == len(ordered):
         return None
-    plan.onto = stored_count
+    # A merge refused before (state[7]: no data) left nothing to merge onto: all of them again.
+    plan.onto = stored_count if state[7] else 0
     return plan
 
 
