@@ -60,6 +60,7 @@ from ingest.tcp_proxy import LatencyProxy
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench/worker_bench.py, also when this file is run some other way
     sys.path.insert(0, str(HERE))
+import compile_bench  # noqa: E402
 import worker_bench  # noqa: E402
 
 SOURCE = "bench"
@@ -734,7 +735,7 @@ def explain_page(bench: Bench, database: str, releases: list[dict[str, Any]], la
     """EXPLAIN (ANALYZE, BUFFERS) of the engine's statement for one page, on an empty table, rolled back."""
     null = NullDatabase()
     null.keep = True
-    save_page(null, releases, SOURCE)  # type: ignore[arg-type]
+    save_page(null, releases, SOURCE, compile_releases=False)  # type: ignore[arg-type]
     parameter = null.parameters[0]
     bench.reset(database, "releases")
     connection = bench.dbs[database].connection
@@ -856,7 +857,9 @@ def worker_client_side(module: Any, events: list[dict[str, Any]], strategy: str,
     null = NullDatabase()
 
     def null_worker() -> Worker:
-        return Worker(Connections(lambda: null), {}, strategy=strategy)  # type: ignore[arg-type, return-value]
+        # The client side of the write alone (compiling's cost: bench/compile_bench.py).
+        return Worker(Connections(lambda: null), {}, strategy=strategy,  # type: ignore[arg-type, return-value]
+                      compile_releases=False)
 
     def process_all(bodies: list[str], repeat: int = 1) -> float:
         worker = null_worker()
@@ -1369,7 +1372,7 @@ def bench_size(bench: Bench, label: str, key: str, releases: list[dict[str, Any]
     null = NullDatabase()
     started = time.perf_counter()
     for page in pages:
-        save_page(null, page, SOURCE)  # type: ignore[arg-type]
+        save_page(null, page, SOURCE, compile_releases=False)  # type: ignore[arg-type]
     info["client_only_seconds"] = time.perf_counter() - started
     info["client_only_rate"] = len(releases) / info["client_only_seconds"]
     progress(f"[{label}] engine client side alone: {info['client_only_seconds']:.2f} s, "
@@ -1438,6 +1441,9 @@ def main(argv: list[str] | None = None) -> int:
             imports = worker_bench.cold_import(args.import_repeat, tmp, deployed_repeat=args.import_deployed_repeat)
             progress(f"[import] handler.worker {imports['handler_median'] * 1000:.0f} ms vs libraries "
                      f"{imports['libraries_median'] * 1000:.0f} ms (medians): {imports['ratio_median']:.2f}x")
+        # What keeping compiled_releases current costs the worker per page (bench/compile_bench.py).
+        compiling = None if args.no_worker else compile_bench.run(bench, generate, args.seed,
+                                                                  2_000 if args.quick else 10_000)
         for label, info in sizes.items():
             print_table(label, info, info["run_objects"])
         if worker_info or memory or imports:
@@ -1464,6 +1470,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "runs": [run.as_json() for run in worker_info["run_objects"]]}
         if memory:
             output["worker_memory"] = memory
+        if compiling:
+            output["compile"] = compiling
         if imports:
             output["worker_cold_import"] = imports
         args.output.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")

@@ -156,7 +156,17 @@ def build_worker() -> Any:
     configured, unavailable = sources()
     return Worker(Connections(database_connector()), configured, fetcher=http_fetcher, s3=s3_client,
                   max_page_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
-                  strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY, unavailable=unavailable)
+                  strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY, unavailable=unavailable,
+                  compile_releases=compile_releases())
+
+
+def compile_releases() -> bool:
+    """COMPILE_RELEASES: keep compiled_releases current as pages arrive (default on; "false" or "0" turns it off,
+    e.g. for a bulk backfill followed by one ``ocds-ingest compile``)."""
+    value = (os.environ.get("COMPILE_RELEASES") or "true").strip().lower()
+    if value not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        raise ConfigurationError(f"COMPILE_RELEASES is {value!r}: give true or false")
+    return value in ("true", "1", "yes", "on")
 
 
 def time_safety_margin_ms() -> int:

@@ -79,10 +79,11 @@ class Progress:
 
 
 def load_files(db: Database, files: Sequence[Path], source: str, batch_size: int,
-               strategy: str) -> Iterator[tuple[int, PageResult]]:
+               strategy: str, compile_releases: bool = True) -> Iterator[tuple[int, PageResult]]:
     for index, path in enumerate(files, start=1):
         with path.open("rb") as binary:
-            for result in load_stream(db, binary, path.stat().st_size, source, str(path), batch_size, strategy):
+            for result in load_stream(db, binary, path.stat().st_size, source, str(path), batch_size, strategy,
+                                      compile_releases):
                 yield index, result
 
 
@@ -124,7 +125,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         migrate(db)
-        for done, result in load_files(db, files, args.source, args.batch_size, args.strategy):
+        for done, result in load_files(db, files, args.source, args.batch_size, args.strategy,
+                                       not args.no_compile):
             total += result
             progress.update(done, total)
     finally:
@@ -153,6 +155,16 @@ def _pipeline(sources: list[Source], url: str, served: int = 0) -> int:
                       served=served)
     print(summary.text())
     return 0 if summary.dead_letters == 0 and all(h["status"] == "complete" for h in summary.harvests) else 1
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from ingest.compile_cli import run
+
+    db = open_database()
+    try:
+        return run(db, ocid=args.ocid, source=args.source, versioned=args.versioned)
+    finally:
+        db.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -239,7 +251,14 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("--strict", action="store_true", help="exit 1 if any release was rejected")
     load.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                       help="how pages are written (see README, Benchmark)")
+    load.add_argument("--no-compile", action="store_true",
+                      help="do not keep compiled_releases current (run `ocds-ingest compile` afterwards)")
     load.set_defaults(run=cmd_load)
+    compile_ = commands.add_parser("compile", help="re-compile compiled_releases from the stored releases")
+    compile_.add_argument("--ocid", help="only this contracting process")
+    compile_.add_argument("--source", help="only the contracting processes with releases from this source")
+    compile_.add_argument("--versioned", action="store_true", help="print the versioned release of --ocid")
+    compile_.set_defaults(run=cmd_compile)
     demo = commands.add_parser("demo", help="the whole pipeline on the real samples, locally")
     demo.set_defaults(run=cmd_demo)
     harvest = commands.add_parser("harvest", help="harvest an OCDS API that pages with links.next")

@@ -104,13 +104,23 @@ def value_of(raw: Any, constants: bool = False) -> Any:
         return None
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON of a Python value; Decimals are written with their exact digits."""
+def loads(text: str | bytes) -> Any:
+    """JSON text -> Python, every number exact (fractions and exponents as ``Decimal``, integers of any length);
+    repeated keys keep the last value, as jsonb does. Raises ValueError or RecursionError."""
     try:
-        return _ENCODER.encode(value).decode("utf-8")
+        return DECODER.decode(text)
+    except PARSE_ERRORS:
+        return loads_exact(text if isinstance(text, str) else text_of(text))[0]
+
+
+def dumps(value: Any, indent: int | None = None) -> str:
+    """JSON of a Python value (compact, or indented); Decimals are written with their exact digits."""
+    try:
+        encoded = _ENCODER.encode(value)
     except UnicodeEncodeError:
         # A lone surrogate: written as its escape, so the reader sees (and rejects) exactly what was given.
         return json.dumps(value, separators=(",", ":"), default=float)
+    return (encoded if indent is None else msgspec.json.format(encoded, indent=indent)).decode("utf-8")
 
 
 # --- keys -------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ingest.releases import (
     to_row,
     unreadable_to_rejection,
 )
+from ingest.store.compiled import compile_ocids
 from ingest.store.connection import Database
 from ingest.store.writer import DEFAULT_STRATEGY, statement_parameters, write_page
 
@@ -43,6 +44,7 @@ class PageResult:
     unchanged: int = 0
     duplicates_in_page: int = 0
     compiled_releases: int = 0
+    ocids_compiled: int = 0  # compiled releases (re)written from the stored releases of the page's ocids
     linked_releases: int = 0
     empty_packages: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -54,8 +56,8 @@ class PageResult:
         return sum(self.rejected.values())
 
     def __iadd__(self, other: PageResult) -> PageResult:
-        for name in ("releases_read", "inserted", "updated", "unchanged", "duplicates_in_page",
-                     "compiled_releases", "linked_releases", "empty_packages", "round_trips", "pages"):
+        for name in ("releases_read", "inserted", "updated", "unchanged", "duplicates_in_page", "compiled_releases",
+                     "ocids_compiled", "linked_releases", "empty_packages", "round_trips", "pages"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.rejected.update(other.rejected)
         return self
@@ -147,11 +149,15 @@ def prepare_page(page: Any, source: str, context: str = "", strategy: str = DEFA
     return prepared
 
 
-def write_prepared(db: Database, prepared: PreparedPage) -> PageResult:
-    """Write a prepared page in one transaction (one statement unless PostgreSQL refuses a row)."""
+def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool = True) -> PageResult:
+    """Write a prepared page in one transaction (one statement unless PostgreSQL refuses a row), then bring the
+    compiled releases of its ocids up to date (``store.compiled``: its own transaction, after the write commits)."""
     round_trips_before = db.round_trips
     written = write_page(db, prepared.rows, prepared.rejections, prepared.compiled, prepared.source,
                          prepared.context, prepared.strategy, prepared.parameters)
+    ocids_compiled = compile_ocids(
+        db, [row.ocid for row in prepared.rows] + [row.ocid for row in prepared.compiled],
+        known={row.key: (row.content_hash, row.data_text) for row in prepared.rows}).compiled if compile_releases else 0
     refused = written.refused or []
     result = PageResult(
         releases_read=prepared.releases_read,
@@ -160,6 +166,7 @@ def write_prepared(db: Database, prepared: PreparedPage) -> PageResult:
         unchanged=len(prepared.rows) - written.inserted - written.updated - len(refused) + prepared.duplicates,
         duplicates_in_page=prepared.duplicates,
         compiled_releases=written.compiled,
+        ocids_compiled=ocids_compiled,
         linked_releases=prepared.linked_releases,
         empty_packages=prepared.empty_packages,
         round_trips=db.round_trips - round_trips_before,
@@ -170,19 +177,19 @@ def write_prepared(db: Database, prepared: PreparedPage) -> PageResult:
 
 
 def save_items(db: Database, items: Iterable[Item], source: str, context: str = "",
-               strategy: str = DEFAULT_STRATEGY) -> PageResult:
+               strategy: str = DEFAULT_STRATEGY, compile_releases: bool = True) -> PageResult:
     """Write already-read items as one page, in one transaction."""
-    return write_prepared(db, prepare_items(items, source, context, strategy))
+    return write_prepared(db, prepare_items(items, source, context, strategy), compile_releases)
 
 
 def save_page(db: Database, page: Any, source: str, context: str = "",
-              strategy: str = DEFAULT_STRATEGY) -> PageResult:
+              strategy: str = DEFAULT_STRATEGY, compile_releases: bool = True) -> PageResult:
     """Read a page in any OCDS shape and write it: the library's entry point.
 
     ``page`` is bytes or text (any encoding and shape the reader knows), a parsed package, record or release,
     or a list of releases. Returns counts: inserted, updated, unchanged, rejected by reason, round trips.
     """
-    return write_prepared(db, prepare_page(page, source, context, strategy))
+    return write_prepared(db, prepare_page(page, source, context, strategy), compile_releases)
 
 
 def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -192,7 +199,8 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, context: str,
-                batch_size: int = DEFAULT_BATCH_SIZE, strategy: str = DEFAULT_STRATEGY) -> Iterator[PageResult]:
+                batch_size: int = DEFAULT_BATCH_SIZE, strategy: str = DEFAULT_STRATEGY,
+                compile_releases: bool = True) -> Iterator[PageResult]:
     """Load a file of any size: small ones are read whole, large ones streamed; one transaction per batch."""
     if size_bytes <= documents.STREAM_THRESHOLD_BYTES:
         document = documents.read_bytes(binary.read())
@@ -202,6 +210,6 @@ def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, co
     produced = False
     for batch in batches(document.items(), batch_size):
         produced = True
-        yield save_items(db, batch, source, context, strategy)
+        yield save_items(db, batch, source, context, strategy, compile_releases)
     tail = PageResult(empty_packages=document.stats.empty_packages, pages=0 if produced else 1)
     yield tail

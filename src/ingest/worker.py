@@ -193,7 +193,7 @@ class Worker:
     def __init__(self, connections: Connections, sources: dict[str, Source], *,
                  fetcher: Callable[[], Any] | None = None, s3: Callable[[], Any] | None = None,
                  max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY,
-                 unavailable: dict[str, str] | None = None) -> None:
+                 unavailable: dict[str, str] | None = None, compile_releases: bool = True) -> None:
         self.connections = connections
         self.sources = sources
         self.unavailable = unavailable or {}  # source name -> why it cannot be fetched now (its auth secret)
@@ -203,6 +203,7 @@ class Worker:
         self._s3: Any = None
         self.max_page_bytes = max_page_bytes
         self.strategy = strategy
+        self.compile_releases = compile_releases
         self._ahead: LookAhead | None = None
         self._deadline: float | None = None  # time.monotonic() by which every call of this invocation ends
 
@@ -270,8 +271,8 @@ class Worker:
             return MessageOutcome(prepared.source, page=self._write_streamed(prepared), run_id=prepared.run_id)
         page = prepared.page
         assert page is not None
-        return MessageOutcome(prepared.source, page=self._on_database(lambda db: write_prepared(db, page)),
-                              run_id=prepared.run_id)
+        written = self._on_database(lambda db: write_prepared(db, page, self.compile_releases))
+        return MessageOutcome(prepared.source, page=written, run_id=prepared.run_id)
 
     def _on_database(self, work: Callable[[Database], T]) -> T:
         """``work`` on the connection, every statement of it limited to the time left before the deadline."""
@@ -289,7 +290,8 @@ class Worker:
         for chunk in chunks(document.items(), CHUNK_RELEASES, CHUNK_CHARS):
             page = prepare_items(chunk, prepared.source, prepared.context, self.strategy)
             del chunk
-            total += self._on_database(lambda db: write_prepared(db, page))  # noqa: B023 - called at once
+            total += self._on_database(
+                lambda db: write_prepared(db, page, self.compile_releases))  # noqa: B023 - called at once
         total.empty_packages += document.stats.empty_packages
         total.pages = 1
         return total

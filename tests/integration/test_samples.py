@@ -64,12 +64,15 @@ def test_the_whole_corpus_loads_with_exact_counts(db: Database) -> None:
     }
     assert result.linked_releases == 120
     assert result.empty_packages == 1
-    rows, rejected, compiled = db.run(
+    rows, rejected, publishers, uncompiled = db.run(
         "SELECT (SELECT count(*) FROM releases), (SELECT count(*) FROM rejected_releases), "
-        "(SELECT count(*) FROM compiled_releases)", "count")[0]
+        "(SELECT count(*) FROM compiled_releases WHERE publisher_data IS NOT NULL), "
+        "(SELECT count(*) FROM (SELECT ocid FROM releases EXCEPT SELECT ocid FROM compiled_releases "
+        "WHERE compiled_from = 'releases') missing)", "count")[0]
     assert rejected == 1040  # every rejection is its own row: nothing collapsed, nothing dropped
     assert rows == 825
-    assert compiled == 56  # 70 compiledReleases in the record files, for 56 distinct ocids (newest kept)
+    assert publishers == 56  # 70 compiledReleases in the record files, for 56 distinct ocids (newest kept)
+    assert uncompiled == 0  # every ocid with a release has its compiled release
 
 
 AWKWARD = {

@@ -223,12 +223,14 @@ def test_a_page_costs_one_round_trip_on_the_wire_whatever_its_size(db: Database,
     settings_ = parse_url(migrated)
     with LatencyProxy(settings_.host, settings_.port) as proxy:
         proxied = connect_url(f"postgresql://{settings_.user}@127.0.0.1:{proxy.port}/{settings_.database}")
-        save_page(proxied, package(release("ocds-warm", "1", "2020-01-01T00:00:00Z")), "s")  # prepares once
+        # The writer's own cost: compiling's round trips are counted in test_compiled.py.
+        save_page(proxied, package(release("ocds-warm", "1", "2020-01-01T00:00:00Z")), "s",
+                  compile_releases=False)  # prepares once
         for size in (1, 10, 1000):
             proxy.reset_round_trips()
             page = package(*[copy.deepcopy(release(f"ocds-rt-{size}-{n}", "1", "2020-01-01T00:00:00Z"))
                              for n in range(size)], {"ocid": "bad"})
-            result = save_page(proxied, page, "s", f"size {size}")
+            result = save_page(proxied, page, "s", f"size {size}", compile_releases=False)
             assert result.inserted == size
             assert proxy.round_trips == 1 == result.round_trips
         proxied.close()

@@ -112,15 +112,17 @@ quarantined AS (
     RETURNING 1
 ),
 compiled AS (
-    INSERT INTO compiled_releases AS stored (ocid, release_date, source, package_uri, content_hash, data)
+    -- The publisher's own compiledRelease (its columns only; ``data``, the merge of the releases, is compiled's).
+    INSERT INTO compiled_releases AS stored (ocid, publisher_date, publisher_source, publisher_package_uri,
+                                             publisher_hash, publisher_data)
     SELECT o, d, s, pu, decode(h, 'hex'), j
     FROM page, jsonb_to_recordset(page.doc->'c') AS c(o text, d timestamptz, s text, pu text, h text, j jsonb)
     ORDER BY o COLLATE "C"
-    ON CONFLICT (ocid) DO UPDATE SET release_date = EXCLUDED.release_date, source = EXCLUDED.source,
-        package_uri = EXCLUDED.package_uri, content_hash = EXCLUDED.content_hash, data = EXCLUDED.data,
-        last_ingested_at = now()
-    WHERE (coalesce(stored.release_date, '-infinity'), stored.content_hash)
-        < (coalesce(EXCLUDED.release_date, '-infinity'), EXCLUDED.content_hash)
+    ON CONFLICT (ocid) DO UPDATE SET publisher_date = EXCLUDED.publisher_date,
+        publisher_source = EXCLUDED.publisher_source, publisher_package_uri = EXCLUDED.publisher_package_uri,
+        publisher_hash = EXCLUDED.publisher_hash, publisher_data = EXCLUDED.publisher_data, last_ingested_at = now()
+    WHERE (coalesce(stored.publisher_date, '-infinity'), coalesce(stored.publisher_hash, ''::bytea))
+        < (coalesce(EXCLUDED.publisher_date, '-infinity'), EXCLUDED.publisher_hash)
     RETURNING 1
 )
 SELECT (SELECT count(*) FILTER (WHERE inserted) FROM written),

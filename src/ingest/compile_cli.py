@@ -1,0 +1,34 @@
+"""``ocds-ingest compile``: re-compile from the stored releases (after an upgrade of the merge rules), or print
+one ocid's versioned release. Called by ``cli.py``; the database connection is made there."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ingest.compile import dumps, merge_rules, versioned_release
+from ingest.errors import ConfigurationError
+from ingest.store.compiled import compile_ocids, ocids_to_compile, stored_releases
+from ingest.store.connection import Database
+from ingest.store.migrate import migrate
+
+
+def run(db: Database, *, ocid: str | None, source: str | None, versioned: bool,
+        out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    migrate(db)
+    if versioned:
+        if not ocid or source:
+            raise ConfigurationError("--versioned prints one contracting process: give --ocid X (and no --source)")
+        version, releases = stored_releases(db, ocid)
+        if not releases:
+            raise ConfigurationError(f"no releases are stored for ocid {ocid!r}: load them first")
+        print(dumps(versioned_release(releases, merge_rules(version)), indent=2), file=out)
+        return 0
+    started = time.perf_counter()
+    ocids = [ocid] if ocid else ocids_to_compile(db, source)
+    result = compile_ocids(db, ocids, force=True)
+    print(f"compiled {result.compiled} of {len(ocids)} contracting processes from {result.merges} releases "
+          f"in {time.perf_counter() - started:.2f} s", file=out)
+    return 0
