@@ -9,7 +9,7 @@ PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed
 
-.PHONY: demo test test-py313 bench build lint clean
+.PHONY: demo test test-py313 bench build lint clean stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,11 +46,14 @@ test-py313: $(STAMP313)
 build: $(STAMP)
 	$(BIN)/python tools/build_lambda.py $(PYTHON313)
 
+# `make bench ARGS=--quick` for a smoke run (written to build/, not over the tracked bench/results.json).
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
+# The embedded PostgreSQL is stopped and its data deleted first (as root its data is under /var/tmp/ocds-ingest).
 clean:
+	@if [ -x $(BIN)/ocds-ingest ]; then $(BIN)/ocds-ingest server stop --delete; fi
 	rm -rf $(VENV) $(VENV313) .local build *.egg-info
