@@ -158,12 +158,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     if not files:
         raise ConfigurationError(f"nothing to load: no files in {' '.join(args.paths)} look like OCDS data "
                                  f"(looked for {inputs.DESCRIBED}); name a file to read it whatever its name")
-    if all(path.stat().st_size == 0 for path in files):
+    sizes = [inputs.size_on_disk(path) for path in files]
+    if all(size == 0 for size in sizes):
         raise ConfigurationError(f"nothing to load: {'the file is' if len(files) == 1 else 'all files are'} empty "
                                  f"(0 bytes): {', '.join(map(str, files[:3]))}{' …' if len(files) > 3 else ''}")
     db = connect_url(database_url())
     loaded = file_loader.Loaded()
-    progress = file_loader.Progress(sum(path.stat().st_size for path in files), enabled=args.progress)
+    progress = file_loader.Progress(sum(size or 0 for size in sizes) or None, enabled=args.progress)
     try:
         migrate(db)
         file_loader.load(db, files, args.source, args.batch_size, strategy, loaded, progress)
@@ -204,7 +205,7 @@ def add_load(commands: Any) -> None:
         "concatenated JSON; big files are streamed. What cannot be stored goes to the rejected_releases table "
         "with the reason. Exit 0 when everything was read (rejections included), 1 with --strict and rejections, "
         "2 when nothing was loaded or something failed, 130 on Ctrl-C (committed batches stay).")
-    load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to load")
+    load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to load; - reads standard input")
     load.add_argument("--source", default="files", type=source_name,
                       help="the source name stored with each release (default: files)")
     load.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",

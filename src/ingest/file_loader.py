@@ -49,7 +49,7 @@ class Loaded:
 class Progress:
     """A byte-based bar (rate, ETA) on a terminal, from tqdm when it is installed; nothing otherwise."""
 
-    def __init__(self, total_bytes: int, enabled: bool | None = None) -> None:
+    def __init__(self, total_bytes: int | None, enabled: bool | None = None) -> None:
         self.bar: Any = None
         try:
             from tqdm import tqdm

@@ -13,6 +13,7 @@ import bz2
 import gzip
 import io
 import lzma
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -55,12 +56,21 @@ def _hidden(name: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in Path(name).parts)
 
 
+STDIN = Path("-")  # standard input, read as one JSON document
+
+
+def size_on_disk(path: Path) -> int | None:
+    return None if path == STDIN else path.stat().st_size
+
+
 def find(paths: Sequence[str]) -> list[Path]:
     """The files to read: given files as they are, folders searched recursively. A missing path is an error."""
     files: list[Path] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
+        if given == "-":
+            files.append(STDIN)
+        elif path.is_dir():
             files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(str(p.relative_to(path)))
                                 and _kind(p.name)))
         elif path.is_file():
@@ -75,9 +85,10 @@ def find(paths: Sequence[str]) -> list[Path]:
 class Counting(io.RawIOBase):
     """A file read through this reports how many bytes were read from it (to a progress bar)."""
 
-    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None], *, owned: bool = True) -> None:
         self.raw = raw
         self.on_bytes = on_bytes
+        self.owned = owned
 
     def readable(self) -> bool:
         return True
@@ -99,7 +110,8 @@ class Counting(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        self.raw.close()
+        if self.owned:
+            self.raw.close()
         super().close()
 
 
@@ -114,8 +126,12 @@ class Member:
 
 def members(path: Path, on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[Member]:
     """The documents in one file, decompressed as they are read. Raises ConfigurationError for a bad archive."""
-    counted = io.BufferedReader(Counting(path.open("rb"), on_bytes), buffer_size=256 * 1024)
+    raw = sys.stdin.buffer if path == STDIN else path.open("rb")
+    counted = io.BufferedReader(Counting(raw, on_bytes, owned=path != STDIN), buffer_size=256 * 1024)
     try:
+        if path == STDIN:
+            yield Member("stdin", counted, None)
+            return
         kind = _kind(path.name) or "json"  # a file given by name is read whatever its suffix
         if kind == "zip":
             with zipfile.ZipFile(counted) as archive:

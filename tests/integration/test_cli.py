@@ -431,3 +431,16 @@ def test_the_server_command_starts_reports_and_stops_the_embedded_server(
     finally:
         local_server.stop(placed)
         local_server.delete_data(placed)
+
+
+def test_standard_input_is_read_with_a_dash(use_database: Database, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    given = b'{"releases": [{"ocid": "ocds-demo-1", "date": "2024-01-01"}]}'  # the README's example
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(given)))
+    assert main(["load", "-"]) == 0
+    assert "    missing_id             1" in capsys.readouterr().out
+    assert use_database.run("SELECT source, reason, count(*) FROM rejected_releases GROUP BY 1, 2", "r") == [
+        ["files", "missing_id", 1]]
