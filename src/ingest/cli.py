@@ -227,11 +227,10 @@ def _pipeline(sources: list[Any], url: str, *, served: int = 0, verbose: bool = 
     from ingest.local_pipeline import quiet, run
 
     write_strategy()
-    quiet(verbose)
-    import handler.harvest
-    import handler.worker
+    with quiet(verbose), tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
+        import handler.harvest
+        import handler.worker
 
-    with tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
         return run(sources, url, handler.harvest.lambda_handler, handler.worker.lambda_handler, Path(workdir),
                    served=served)
 

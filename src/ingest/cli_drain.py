@@ -52,25 +52,25 @@ def run(args: argparse.Namespace) -> int:
 
     from ingest.local_pipeline import database_now, quiet, quiet_handler, rejected_messages_since
 
-    quiet(args.verbose)
-    import handler.worker
-    from ingest.queue import EventSourceEmulator
-
     url = os.environ["DATABASE_URL"]
     started_at = database_now(url)
-    try:
-        sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=args.resolved_region)
-        emulator = EventSourceEmulator(sqs, args.queue_url, quiet_handler(handler.worker.lambda_handler),
-                                       batch_size=min(args.batch_size, 10), function_timeout_seconds=args.timeout)
+    with quiet(args.verbose):
+        import handler.worker
+        from ingest.queue import EventSourceEmulator
+
         began = time.perf_counter()
         try:
+            sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=args.resolved_region)
+            emulator = EventSourceEmulator(sqs, args.queue_url, quiet_handler(handler.worker.lambda_handler),
+                                           batch_size=min(args.batch_size, 10),
+                                           function_timeout_seconds=args.timeout)
             total = emulator.drain()
         except KeyboardInterrupt:
             print("ocds-ingest drain: interrupted; the messages already handled are written and deleted, the rest "
                   "stay in the queue", file=sys.stderr)
             return 130
-    except (BotoCoreError, ClientError) as exc:
-        raise aws_error(exc, args, f"reading {args.queue_url}") from None
+        except (BotoCoreError, ClientError) as exc:
+            raise aws_error(exc, args, f"reading {args.queue_url}") from None
     rejected = rejected_messages_since(url, started_at)
     written = total.succeeded - rejected
     print(f"messages received {total.received}: {written} written, {rejected} rejected (see rejected_messages), "

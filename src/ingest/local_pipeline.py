@@ -66,16 +66,27 @@ class PipelineSummary:
         return "\n".join(lines)
 
 
-def quiet(verbose: bool = False) -> None:
+@contextmanager
+def quiet(verbose: bool = False) -> Iterator[None]:
     """Keep a terminal run readable: Powertools' JSON logs (unless ``verbose``), metrics and traces, and the
-    emulator's access log, off.
+    emulator's access log, off; the environment is put back afterwards.
 
-    Call before importing the handlers: Powertools reads its log level when the handler module is imported."""
+    Enter before importing the handlers: Powertools reads its log level when the handler module is imported."""
     import logging
 
-    os.environ.update(POWERTOOLS_LOG_LEVEL="INFO" if verbose else "CRITICAL", POWERTOOLS_METRICS_DISABLED="true",
-                      POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_NAMESPACE="OcdsIngest")
+    settings = {"POWERTOOLS_LOG_LEVEL": "INFO" if verbose else "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "OcdsIngest"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _WithoutMetrics(io.TextIOBase):

@@ -90,14 +90,14 @@ def _runtime_root() -> Path:
 def placed_data_dir(requested: Path) -> Path:
     """Where the cluster for ``requested`` really lives: ``requested`` itself, or as root under /var/tmp."""
     requested = requested.resolve()
-    if not _as_root():
-        return requested
+    if not _as_root() or (requested.parent == RUNTIME_ROOT and requested.name.startswith("data-")):
+        return requested  # already placed (a LocalServer's data_dir handed back to start)
     return RUNTIME_ROOT / f"data-{_key(requested)}"
 
 
 def _place_data_dir(requested: Path) -> Path:
     placed = placed_data_dir(requested)
-    if placed != requested.resolve():
+    if placed != requested.resolve():  # a new placement: say whose it is
         _runtime_root()
         Path(f"{placed}.origin").write_text(str(requested.resolve()) + "\n")
     return placed
