@@ -282,7 +282,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             summary = _pipeline(sources, url, served=len(served), verbose=args.verbose)
         except KeyboardInterrupt:
-            return _interrupted("demo", "the pages written so far are committed; run it again to finish")
+            return _interrupted("demo", "the pages written so far are committed, and the next demo walks the APIs "
+                                "from their first page again")
     print(summary.text())
     where = url if "DATABASE_URL" not in os.environ else describe(url)
     print(f"\nThe database: {where}")
@@ -384,6 +385,9 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.delete:
         local_server.delete_data(data_dir)
         print(f"; deleted {data_dir}", end="")
+        copy = local_server.delete_copy(local_server.wheel_bin_dir())
+        if copy is not None:
+            print(f" and the copy of the binaries in {copy}", end="")
     print()
     return 0
 

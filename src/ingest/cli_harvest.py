@@ -211,8 +211,9 @@ def run(args: argparse.Namespace, database_url: Callable[[], str], pipeline: Cal
     try:
         summary = pipeline([source], url, verbose=args.verbose)
     except KeyboardInterrupt:
-        return interrupted("harvest", f"the pages written so far are committed and {source.name}'s place is saved: "
-                           "run the same command again to resume")
+        # The local queue died with the run, so the source's place was put back to where this run started.
+        return interrupted("harvest", f"the pages written so far are committed; {source.name} resumes where this "
+                           "run started: run the same command again")
     for result in summary.harvests:
         if result.get("detail"):
             result["detail"] = for_the_command_line(result["detail"])

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from typing import Any
 
 from ingest.queue import EventSourceEmulator, LocalContext, PollOutcome
 from ingest.sources import Source
+from ingest.store import harvest_state
 from ingest.store.connection import connect_url
+from ingest.store.harvest_state import HarvestState
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -80,7 +83,10 @@ def quiet(verbose: bool = False) -> Iterator[None]:
     os.environ.update(settings)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            # Powertools warns when an invocation ends without metrics (an interrupted one): not news here.
+            warnings.filterwarnings("ignore", message="No application metrics to publish")
+            yield
     finally:
         for name, value in saved.items():
             if value is None:
@@ -170,6 +176,26 @@ def _scalar(url: str, sql: str, **params: Any) -> Any:
         db.close()
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised if Ctrl-C stopped a local run; the harvest state of its sources is as it was before the run."""
+
+
+@contextmanager
+def _state_kept_unless_drained(database_url: str, states: dict[str, HarvestState]) -> Iterator[None]:
+    """The local queue dies with the process: a harvest cursor that moved past pages still in it would skip them
+    next time. So when the run stops before the queue is drained, each source's state is put back."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        db = connect_url(database_url)
+        try:
+            for name, state in states.items():
+                harvest_state.save(db, name, state)
+        finally:
+            db.close()
+        raise Interrupted from None
+
+
 def run(sources: list[Source], database_url: str, harvest: Handler, worker: Handler, workdir: Path, *,
         served: int = 0, say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> PipelineSummary:
     """Harvest ``sources`` into the local queue, then drain it through the worker into ``database_url``."""
@@ -182,9 +208,10 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
     db = connect_url(database_url)
     try:
         migrate(db)
+        states_before = {source.name: harvest_state.load(db, source.name) for source in sources}
     finally:
         db.close()
-    with sqs_emulator() as endpoint:
+    with sqs_emulator() as endpoint, _state_kept_unless_drained(database_url, states_before):
         sqs = boto3.client("sqs")
         s3 = boto3.client("s3")
         # moto keeps its state per process, not per server: names of this run's own keep runs apart.

@@ -444,3 +444,20 @@ def test_standard_input_is_read_with_a_dash(use_database: Database, monkeypatch:
     assert "    missing_id             1" in capsys.readouterr().out
     assert use_database.run("SELECT source, reason, count(*) FROM rejected_releases GROUP BY 1, 2", "r") == [
         ["files", "missing_id", 1]]
+
+
+def test_an_interrupted_local_run_puts_the_harvest_state_back(use_database: Database, migrated: str) -> None:
+    from datetime import UTC, datetime
+
+    from ingest.local_pipeline import Interrupted, _state_kept_unless_drained
+    from ingest.store import harvest_state
+    from ingest.store.harvest_state import HarvestState
+
+    before = HarvestState(cursor=None, watermark=datetime(2024, 1, 1, tzinfo=UTC))
+    harvest_state.save(use_database, "api", before)
+    # WHEN the walk moved the cursor past pages that were only in the local queue, and Ctrl-C came
+    with pytest.raises(Interrupted), _state_kept_unless_drained(migrated, {"api": before}):
+        harvest_state.save(use_database, "api", HarvestState(cursor="http://127.0.0.1:9/page-3"))
+        raise KeyboardInterrupt
+    # THEN the next run starts where this one did, and skips nothing
+    assert harvest_state.load(use_database, "api") == before

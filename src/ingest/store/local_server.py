@@ -223,6 +223,15 @@ def delete_data(data_dir: Path) -> None:
     Path(f"{data_dir}.origin").unlink(missing_ok=True)
 
 
+def delete_copy(bin_dir: Path) -> Path | None:
+    """Remove the copy of ``bin_dir``'s installation made for the server user, if any; returns where it was."""
+    placed = RUNTIME_ROOT / f"pg-{_key(bin_dir.resolve())}"
+    if not placed.exists():
+        return None
+    delete_data(placed)
+    return placed
+
+
 def _bin_dir_of_running(data_dir: Path) -> Path | None:
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
