@@ -56,4 +56,5 @@ lint: $(STAMP)
 # The embedded PostgreSQL is stopped and its data deleted first (as root its data is under /var/tmp/ocds-ingest).
 clean:
 	@if [ -x $(BIN)/ocds-ingest ]; then $(BIN)/ocds-ingest server stop --delete; fi
+	@if [ -x $(VENV313)/bin/ocds-ingest ]; then $(VENV313)/bin/ocds-ingest server stop --delete; fi
 	rm -rf $(VENV) $(VENV313) .local build *.egg-info
