@@ -79,14 +79,20 @@ def quiet(verbose: bool = False) -> Iterator[None]:
 
     settings = {"POWERTOOLS_LOG_LEVEL": "INFO" if verbose else "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "OcdsIngest"}
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with _environment(settings), warnings.catch_warnings():
+        # Powertools warns when an invocation ends without metrics (an interrupted one): not news here.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        yield
+
+
+@contextmanager
+def _environment(settings: dict[str, str]) -> Iterator[None]:
+    """``settings`` in the environment for the duration, the previous values put back afterwards."""
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            # Powertools warns when an invocation ends without metrics (an interrupted one): not news here.
-            warnings.filterwarnings("ignore", message="No application metrics to publish")
-            yield
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
@@ -144,18 +150,11 @@ def sqs_emulator() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {name: os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                                      "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local",
-                      AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION") or "eu-west-1")
     try:
-        yield endpoint
+        with _environment({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                           "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or "eu-west-1"}):
+            yield endpoint
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         server.stop()
 
 
