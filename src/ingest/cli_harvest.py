@@ -55,9 +55,10 @@ def add_arguments(commands: Any, source_name: Callable[[str], str], positive_int
         "harvest", help="harvest an OCDS API into the database",
         description="Walk an OCDS API page by page with the harvest handler, queue the pages in a local SQS "
         "emulator and write them with the worker handler, as Lambda would, into DATABASE_URL or the embedded "
-        "database. The harvest state (where to resume, the newest release seen) is kept per source: a stopped "
-        "walk resumes where it stopped, a complete one asks next time only for what is new. Exit 1 if the walk "
-        "did not complete.")
+        "database. The harvest state (where to resume, the newest release seen) is kept per source: a walk that "
+        "failed resumes at the page that failed, one stopped with Ctrl-C starts again where it started, a "
+        "complete one asks next time only for what is new (--restart forgets it all). Exit 1 if the walk did "
+        "not complete.")
     harvest.add_argument("--url", required=True, help="the first page, e.g. https://example.org/api/releases")
     harvest.add_argument("--source", type=source_name,
                          help="the source name stored with the releases and the harvest state (default: made from "
