@@ -79,7 +79,9 @@ def _key(path: Path) -> str:
 
 def _runtime_root() -> Path:
     """``/var/tmp/ocds-ingest``, created for root; refused if someone else could have planted things in it."""
-    RUNTIME_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if not RUNTIME_ROOT.exists():
+        RUNTIME_ROOT.mkdir(parents=True, exist_ok=True)
+        RUNTIME_ROOT.chmod(0o755)  # whatever the umask: the server user must pass through it
     info = RUNTIME_ROOT.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
         raise ConfigurationError(f"{RUNTIME_ROOT} must be a directory owned by root and writable only by root; "
