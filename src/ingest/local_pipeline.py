@@ -15,7 +15,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,7 +210,8 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
         states_before = {source.name: harvest_state.load(db, source.name) for source in sources}
     finally:
         db.close()
-    with sqs_emulator() as endpoint, _state_kept_unless_drained(database_url, states_before):
+    with sqs_emulator() as endpoint, _state_kept_unless_drained(database_url, states_before), \
+            ExitStack() as settings:
         sqs = boto3.client("sqs")
         s3 = boto3.client("s3")
         # moto keeps its state per process, not per server: names of this run's own keep runs apart.
@@ -224,8 +225,10 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
                          CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_DEFAULT_REGION"]})
         sources_file = workdir / "sources.json"
         sources_file.write_text(json.dumps({"sources": [_as_config(source) for source in sources]}))
-        os.environ.update(DATABASE_URL=database_url, SOURCES_FILE=str(sources_file), PAGES_QUEUE_URL=queue_url,
-                          PAGES_BUCKET=run_name, TIME_SAFETY_MARGIN_MS="5000")
+        # The handlers read their settings from the environment, as in Lambda; put back when the run ends.
+        settings.enter_context(_environment({
+            "DATABASE_URL": database_url, "SOURCES_FILE": str(sources_file), "PAGES_QUEUE_URL": queue_url,
+            "PAGES_BUCKET": run_name, "TIME_SAFETY_MARGIN_MS": "5000"}))
         say(f"SQS emulator (moto server) at {endpoint}; queue {run_name} with a DLQ after 5 receives")
         releases_before = _scalar(database_url, "SELECT count(*) FROM releases")
         started_at = _scalar(database_url, "SELECT now()")
