@@ -171,10 +171,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         progress.close()
         result = loaded.result
-        print(f"ocds-ingest load: interrupted; committed before that: {result.inserted} inserted, {result.updated} "
-              f"updated, {result.rejected_total} rejected ({result.releases_read} releases read); the batch in "
-              "progress was rolled back. Run the same command again to finish: stored releases are skipped.",
-              file=sys.stderr)
+        print(f"ocds-ingest load: interrupted; committed: {result.inserted} inserted, {result.updated} updated, "
+              f"{result.rejected_total} rejected ({result.releases_read} releases read). Run the same command again "
+              "to finish: stored releases are skipped.", file=sys.stderr)
         return 130
     finally:
         progress.close()

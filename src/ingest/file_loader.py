@@ -1,15 +1,17 @@
 """``ocds-ingest load``'s work: every document of the inputs into the database, one transaction per batch, with
 a progress bar over the bytes read from disk.
 
-A batch is committed as soon as it is written, so an interruption (Ctrl-C) loses only the batch in progress,
-which PostgreSQL rolls back; ``Loaded`` always holds what was committed. Reading the same files again skips
-what is stored (the conflict rule), so a rerun finishes the job.
+A batch is committed as soon as it is written; Ctrl-C stops once the batch being written is committed, so
+``Loaded`` holds exactly what was committed (a second Ctrl-C stops at once: that batch may or may not be).
+Reading the same files again skips what is stored (the conflict rule), so a rerun finishes the job.
 """
 
 from __future__ import annotations
 
 import io
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -72,13 +74,47 @@ class Progress:
             self.bar.close()
 
 
+class _StopAfterBatch:
+    """Ctrl-C while a batch is being written must not leave its fate unknown (PostgreSQL may commit it just as
+    Python is interrupted): the first Ctrl-C is noted and honoured once the batch is written; a second one
+    interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _StopAfterBatch:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def load(db: Database, files: Sequence[Path], source: str, batch_size: int, strategy: str, loaded: Loaded,
          progress: Progress) -> None:
-    """Load every document of ``files``; ``loaded`` is updated after each committed batch."""
+    """Load every document of ``files``; ``loaded`` is updated after each committed batch. Ctrl-C stops after
+    the batch being written (KeyboardInterrupt), so ``loaded`` is exactly what was committed."""
+    with _StopAfterBatch() as stop:
+        _load(db, files, source, batch_size, strategy, loaded, progress, stop)
+
+
+def _load(db: Database, files: Sequence[Path], source: str, batch_size: int, strategy: str, loaded: Loaded,
+          progress: Progress, stop: _StopAfterBatch) -> None:
     for path in files:
         for member in inputs.members(path, progress.advance):
             try:
-                _load_member(db, member, source, batch_size, strategy, loaded, progress)
+                _load_member(db, member, source, batch_size, strategy, loaded, progress, stop)
             except inputs.ARCHIVE_ERRORS as exc:
                 if isinstance(exc, OSError) and exc.errno is not None:
                     raise ConfigurationError(f"cannot read {member.name}: {exc.strerror}") from None
@@ -87,7 +123,7 @@ def load(db: Database, files: Sequence[Path], source: str, batch_size: int, stra
 
 
 def _load_member(db: Database, member: inputs.Member, source: str, batch_size: int, strategy: str,
-                 loaded: Loaded, progress: Progress) -> None:
+                 loaded: Loaded, progress: Progress, stop: _StopAfterBatch) -> None:
     loaded.documents += 1
     progress.show(loaded, member.name)
     if member.size is not None:  # a plain file: its size decides between reading it whole and streaming it
@@ -113,10 +149,12 @@ def _load_member(db: Database, member: inputs.Member, source: str, batch_size: i
         loaded.result += save_items(db, [Unreadable("invalid_json", detail, text, "/")], source, member.name,
                                     strategy)
         loaded.not_json.append(member.name)
+        stop.check()
         return
     for result in load_stream(db, stream, size, source, member.name, batch_size, strategy):
         loaded.result += result
         progress.show(loaded, member.name)
+        stop.check()
 
 
 class _Chained(io.RawIOBase):

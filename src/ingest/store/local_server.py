@@ -148,9 +148,7 @@ def _remove_orphans() -> None:
         entry = origin_file.with_suffix("")
         origin = Path(origin_file.read_text().strip())
         if entry.name.startswith("pg-"):
-            gone = not origin.exists() and not any(
-                str(_bin_dir_of_running(data) or "").startswith(str(entry)) for data in RUNTIME_ROOT.glob("data-*")
-                if data.is_dir())
+            gone = not origin.exists() and not _in_use(entry)
         else:
             gone = not origin.parent.exists() and _running_port(entry) is None
         if gone:
@@ -228,10 +226,16 @@ def delete_data(data_dir: Path) -> None:
 def delete_copy(bin_dir: Path) -> Path | None:
     """Remove the copy of ``bin_dir``'s installation made for the server user, if any; returns where it was."""
     placed = RUNTIME_ROOT / f"pg-{_key(bin_dir.resolve())}"
-    if not placed.exists():
+    if not placed.exists() or _in_use(placed):
         return None
     delete_data(placed)
     return placed
+
+
+def _in_use(copy: Path) -> bool:
+    """True if a server under /var/tmp/ocds-ingest runs from this copy of the binaries."""
+    return any(str(_bin_dir_of_running(data) or "").startswith(str(copy)) for data in RUNTIME_ROOT.glob("data-*")
+               if data.is_dir() and _running_port(data) is not None)
 
 
 def _bin_dir_of_running(data_dir: Path) -> Path | None:
