@@ -9,7 +9,7 @@ PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed
 
-.PHONY: demo test test-py313 bench build build-HarvestFunction build-WorkerFunction build-MigrateFunction lint clean
+.PHONY: demo test test-py313 bench build build-HarvestFunction build-WorkerFunction build-MigrateFunction lint clean stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,11 +50,15 @@ build: $(STAMP)
 build-HarvestFunction build-WorkerFunction build-MigrateFunction: $(STAMP)
 	$(BIN)/python tools/build_lambda.py $(PYTHON313) --into "$(ARTIFACTS_DIR)"
 
+# `make bench ARGS=--quick` for a smoke run (written to build/, not over the tracked bench/results.json).
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
+# The embedded PostgreSQL is stopped and its data deleted first (as root its data is under /var/tmp/ocds-ingest).
 clean:
+	@if [ -x $(BIN)/ocds-ingest ]; then $(BIN)/ocds-ingest server stop --delete; fi
+	@if [ -x $(VENV313)/bin/ocds-ingest ]; then $(VENV313)/bin/ocds-ingest server stop --delete; fi
 	rm -rf $(VENV) $(VENV313) .local build *.egg-info

@@ -1253,7 +1253,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pg-bin", type=Path, help="PostgreSQL bin directory (default: the wheel's)")
     parser.add_argument("--explain", action="store_true",
                         help="also print EXPLAIN (ANALYZE, BUFFERS) of one engine page of each size")
-    parser.add_argument("--output", type=Path, default=HERE / "results.json", help="where to write the JSON")
+    parser.add_argument("--output", type=Path,
+                        help="where to write the JSON (default: bench/results.json; with --quick, "
+                        "build/bench-quick.json, so a smoke run never replaces the tracked figures)")
     worker = parser.add_argument_group("the worker Lambda")
     worker.add_argument("--no-worker", action="store_true", help="skip the worker's throughput, memory and import")
     worker.add_argument("--worker-only", action="store_true",
@@ -1277,6 +1279,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fresh interpreters per variant without the package's bytecode, as deployed (default 5)")
     args = parser.parse_args(argv)
     divide = 10 if args.quick else 1
+    if args.output is None:
+        args.output = HERE.parent / "build" / "bench-quick.json" if args.quick else HERE / "results.json"
     args.releases_4k = args.releases_4k if args.releases_4k is not None else 20_000 // divide
     args.releases_20k = args.releases_20k if args.releases_20k is not None else 5_000 // divide
     args.per_row = args.per_row if args.per_row is not None else 2_000 // divide
@@ -1474,6 +1478,7 @@ def main(argv: list[str] | None = None) -> int:
             output["compile"] = compiling
         if imports:
             output["worker_cold_import"] = imports
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")
         return 0

@@ -26,6 +26,10 @@ PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3",
                        "six")
 
 
+# The command line and the local and test tools: never imported by a handler, so not shipped to Lambda.
+LOCAL_ONLY = ("cli.py", "cli_*.py", "compile_cli.py", "file_loader.py", "inputs.py", "invoke.py",
+              "local_publisher.py", "local_pipeline.py", "local_server.py", "tcp_proxy.py")
+
 def compile_for_lambda(python313: str | None, build: Path) -> str:
     """Byte-compile with CPython 3.13 so cold starts do not compile (/var/task is read-only, so Lambda would
     compile every module on every cold start). unchecked-hash .pyc files do not depend on file times in the zip."""
@@ -59,7 +63,7 @@ def main() -> int:
     shutil.rmtree(build / "bin", ignore_errors=True)
     for package in ("handler", "ingest"):
         shutil.copytree(ROOT / "src" / package, build / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LOCAL_ONLY))
     for cache in build.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
     compiled = compile_for_lambda(args[0] if args else None, build)

@@ -150,14 +150,24 @@ def s3_client() -> Any:
 
 
 def build_worker() -> Any:
-    from ingest.store.writer import DEFAULT_STRATEGY
     from ingest.worker import Connections, Worker
 
     configured, unavailable = sources()
     return Worker(Connections(database_connector()), configured, fetcher=http_fetcher, s3=s3_client,
                   max_page_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
-                  strategy=os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY, unavailable=unavailable,
+                  strategy=write_strategy(), unavailable=unavailable,
                   compile_releases=compile_releases())
+
+
+def write_strategy() -> str:
+    """WRITE_STRATEGY, checked: an unknown one would fail every message, so the function fails at once, saying so."""
+    from ingest.store.writer import DEFAULT_STRATEGY, STRATEGIES
+
+    value = os.environ.get("WRITE_STRATEGY") or DEFAULT_STRATEGY
+    if value not in STRATEGIES:
+        raise ConfigurationError(f"WRITE_STRATEGY={value!r} is not one of {', '.join(STRATEGIES)}: "
+                                 "set one of those or unset it")
+    return value
 
 
 def compile_releases() -> bool:

@@ -1,114 +1,130 @@
-"""``ocds-ingest``: migrate, load, demo. The edge: reads the environment, creates the clients, prints."""
+"""``ocds-ingest``: the command line. The edge: reads the environment, creates the clients, prints.
+
+Each command is one ``add_*`` function that registers its subparser and sets ``run``; ``COMMANDS`` lists them.
+To add a command, write its ``add_*`` function and append it to ``COMMANDS``. A command returns its exit status
+and raises ``IngestError`` (ConfigurationError, TransientError …) for anything the user must act on: ``main``
+prints it as one line and exits 2. Exit codes: 0 done, 1 done with problems the summary names (``--strict``
+rejections, a failed harvest, messages left in the DLQ), 2 nothing or not everything done (one line says why),
+130 interrupted (one line says what was committed).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from ingest.errors import ConfigurationError, IngestError, TransientError
-from ingest.pages import DEFAULT_BATCH_SIZE, PageResult, load_stream
-from ingest.sources import Source
-from ingest.store.connection import Database, connect_url
-from ingest.store.migrate import migrate
-from ingest.store.writer import DEFAULT_STRATEGY, STRATEGIES
+from ingest.errors import ConfigurationError, IngestError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DATA_DIR = PROJECT_ROOT / ".local" / "pgdata"
 SHARED_SAMPLES = PROJECT_ROOT.parent / "shared" / "ocds-samples"
 SHIPPED_SAMPLES = PROJECT_ROOT / "samples"
 
+DESCRIPTION = """\
+Load OCDS data (releases, records, packages; JSON, JSON lines, compressed or archived) into PostgreSQL, harvest
+OCDS APIs, and run the whole pipeline on this machine. Without DATABASE_URL, an embedded PostgreSQL is started
+and kept in .local/pgdata (see `ocds-ingest server`)."""
+EPILOG = """\
+examples:
+  ocds-ingest demo                                   the whole pipeline on the shipped samples
+  ocds-ingest load downloads/ bulk.jsonl.gz          load files and folders
+  ocds-ingest harvest --url https://example.org/api/releases
+  ocds-ingest server stop                            stop the embedded PostgreSQL
+
+environment: DATABASE_URL (postgresql://user:password@host:5432/dbname), PGPASSWORD (used when the URL has no
+password), WRITE_STRATEGY (unnest, json or copy)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (what is wrong, where to read more) and exit 2."""
+
+    def error(self, message: str) -> Any:  # argparse's own signature says NoReturn
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# --- values checked when parsed: a bad one is a usage mistake, never a traceback or a silent no-op --------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def source_name(text: str) -> str:
+    from ingest.sources import parse_source
+
+    try:
+        parse_source({"name": text})
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(
+            f"must be 1-63 lower-case letters, digits, '.', '-' or '_', starting with a letter or digit, "
+            f"not {text!r}") from None
+    return text
+
+
+def write_strategy() -> str:
+    """WRITE_STRATEGY, checked as the worker checks it (an unknown one would fail every message)."""
+    from handler.environment import write_strategy
+
+    return write_strategy()
+
+
+# --- the database ---------------------------------------------------------------------------------------------
+
 
 def database_url(*, say: bool = True) -> str:
-    """DATABASE_URL, or the embedded PostgreSQL in .local/pgdata (started if needed)."""
+    """DATABASE_URL (with PGPASSWORD when it has no password), or the embedded PostgreSQL, started if needed."""
+    from ingest.store.connection import parse_url
+
     url = os.environ.get("DATABASE_URL")
     if url:
+        settings = parse_url(url)  # a malformed URL is one line now rather than a failure per message later
+        password = os.environ.get("PGPASSWORD")
+        if settings.password is None and password:
+            from urllib.parse import urlencode
+
+            url += ("&" if "?" in url else "?") + urlencode({"password": password})
         return url
     from ingest.store import local_server
 
     server = local_server.start(LOCAL_DATA_DIR)
     if say:
         state = "started" if server.started_here else "already running"
-        print(f"DATABASE_URL is not set: using the embedded PostgreSQL {server.version()} ({state}) in "
-              f"{server.data_dir}, at {server.url}", file=sys.stderr)
+        print(f"DATABASE_URL is not set: using the embedded PostgreSQL {server.version()} ({state}) at {server.url}; "
+              "`ocds-ingest server stop` stops it", file=sys.stderr)
     return server.url
 
 
-def open_database() -> Database:
-    return connect_url(database_url())
+def describe(url: str) -> str:
+    from ingest.store.connection import parse_url
 
-
-def input_files(paths: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                                and p.suffix.lower() in (".json", ".jsonl", ".ndjson", "")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ConfigurationError(f"no such file or folder: {given} (give JSON files or folders of them)")
-    return files
-
-
-class Progress:
-    """One status line on a terminal; silent when stderr is not one (CI logs stay readable)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.enabled = sys.stderr.isatty()
-        self.last = 0.0
-
-    def update(self, done: int, result: PageResult, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.1):
-            return
-        self.last = now
-        width = 30
-        filled = width * done // max(self.total, 1)
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} files, "
-              f"{result.releases_read} releases", end="", file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        if self.enabled:
-            print(file=sys.stderr)
-
-
-def load_files(db: Database, files: Sequence[Path], source: str, batch_size: int,
-               strategy: str, compile_releases: bool = True) -> Iterator[tuple[int, PageResult]]:
-    for index, path in enumerate(files, start=1):
-        with path.open("rb") as binary:
-            for result in load_stream(db, binary, path.stat().st_size, source, str(path), batch_size, strategy,
-                                      compile_releases):
-                yield index, result
-
-
-def summary(result: PageResult, files: int, seconds: float) -> str:
-    rate = result.releases_read / seconds if seconds > 0 else 0.0
-    lines = [
-        f"files            {files}",
-        f"releases read    {result.releases_read}",
-        f"  inserted       {result.inserted}",
-        f"  updated        {result.updated}",
-        f"  unchanged      {result.unchanged}  (already stored, older, or repeated in the same page)",
-        f"  rejected       {result.rejected_total}",
-    ]
-    lines += [f"    {reason:<22} {count}" for reason, count in sorted(result.rejected.items())]
-    lines += [
-        f"compiled releases {result.compiled_releases}",
-        f"linked releases  {result.linked_releases}  (references only: url/date/tag)",
-        f"empty packages   {result.empty_packages}",
-        f"elapsed          {seconds:.2f} s ({rate:,.0f} releases/s, {result.round_trips} database round trips)",
-    ]
-    return "\n".join(lines)
+    return parse_url(url).describe()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    db = open_database()
+    from ingest.store.connection import connect_url
+    from ingest.store.migrate import migrate
+
+    db = connect_url(database_url())
     try:
         applied = migrate(db)
     finally:
@@ -117,61 +133,151 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_migrate(commands: Any) -> None:
+    migrate = commands.add_parser("migrate", help="create or update the database schema",
+                                  description="Create or update the tables in the database (DATABASE_URL or the "
+                                  "embedded one). Safe to run any number of times; `load`, `harvest` and `demo` "
+                                  "run it themselves.")
+    migrate.set_defaults(run=cmd_migrate)
+
+
+# --- load -------------------------------------------------------------------------------------------------------
+
+
 def cmd_load(args: argparse.Namespace) -> int:
-    files = input_files(args.paths)
-    db = open_database()
-    total = PageResult()
-    progress = Progress(len(files))
-    started = time.perf_counter()
+    from ingest import file_loader, inputs
+    from ingest.store.connection import connect_url
+    from ingest.store.migrate import migrate
+
+    strategy = args.strategy or write_strategy()
+    files = inputs.find(args.paths)
+    if not files:
+        raise ConfigurationError(f"nothing to load: no files in {' '.join(args.paths)} look like OCDS data "
+                                 f"(looked for {inputs.DESCRIBED}); name a file to read it whatever its name")
+    sizes = [inputs.size_on_disk(path) for path in files]
+    if all(size == 0 for size in sizes):
+        raise ConfigurationError(f"nothing to load: {'the file is' if len(files) == 1 else 'all files are'} empty "
+                                 f"(0 bytes): {', '.join(map(str, files[:3]))}{' …' if len(files) > 3 else ''}")
+    db = connect_url(database_url())
+    loaded = file_loader.Loaded()
+    progress = file_loader.Progress(sum(size or 0 for size in sizes) or None, enabled=args.progress)
     try:
         migrate(db)
-        for done, result in load_files(db, files, args.source, args.batch_size, args.strategy,
-                                       not args.no_compile):
-            total += result
-            progress.update(done, total)
+        file_loader.load(db, files, args.source, args.batch_size, strategy, loaded, progress,
+                         compile_releases=not args.no_compile)
+    except KeyboardInterrupt:
+        progress.close()
+        result = loaded.result
+        print(f"ocds-ingest load: interrupted; committed: {result.inserted} inserted, {result.updated} updated, "
+              f"{result.rejected_total} rejected ({result.releases_read} releases read). Run the same command again "
+              "to finish: stored releases are skipped.", file=sys.stderr)
+        return 130
     finally:
+        progress.close()
         db.close()
-    progress.update(len(files), total, force=True)
-    progress.finish()
-    print(summary(total, len(files), time.perf_counter() - started))
-    if args.strict and total.rejected_total:
-        print(f"--strict: {total.rejected_total} releases were rejected (see the rejected_releases table)",
+    print(file_loader.summary(loaded))
+    if loaded.not_json:
+        print(f"not JSON (one invalid_json rejection each): {', '.join(loaded.not_json[:5])}"
+              f"{' …' if len(loaded.not_json) > 5 else ''}", file=sys.stderr)
+    if loaded.nothing:
+        why = "every file is empty" if loaded.empty == loaded.documents else "the files hold no OCDS data"
+        raise ConfigurationError(f"nothing was loaded: {why}")
+    if args.strict and loaded.result.rejected_total:
+        print(f"--strict: {loaded.result.rejected_total} releases were rejected (see the rejected_releases table)",
               file=sys.stderr)
         return 1
     return 0
 
 
-def _pipeline(sources: list[Source], url: str, served: int = 0) -> int:
-    import tempfile
+def add_load(commands: Any) -> None:
+    from ingest.inputs import DESCRIBED
+    from ingest.pages import DEFAULT_BATCH_SIZE
+    from ingest.store.writer import STRATEGIES
 
-    from ingest.local_pipeline import quiet, run
+    load = commands.add_parser(
+        "load", help="load OCDS files or folders (any shape, any size, compressed or not)",
+        description=f"Load OCDS files into the database. Folders are searched recursively for {DESCRIBED}. "
+        "Any shape is read: release and record packages, bare releases and records, arrays, JSON lines, "
+        "concatenated JSON; big files are streamed. What cannot be stored goes to the rejected_releases table "
+        "with the reason. Exit 0 when everything was read (rejections included), 1 with --strict and rejections, "
+        "2 when nothing was loaded or something failed, 130 on Ctrl-C (committed batches stay).")
+    load.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to load; - reads standard input")
+    load.add_argument("--source", default="files", type=source_name,
+                      help="the source name stored with each release (default: files)")
+    load.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                      help=f"releases per transaction for files larger than one page (default: {DEFAULT_BATCH_SIZE})")
+    load.add_argument("--strict", action="store_true", help="exit 1 if any release was rejected")
+    load.add_argument("--strategy", choices=STRATEGIES,
+                      help="how rows are sent to PostgreSQL (default: WRITE_STRATEGY, else unnest; see README)")
+    load.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="show a progress bar (default: only on a terminal)")
+    load.add_argument("--no-compile", action="store_true",
+                      help="do not keep compiled_releases current while loading (run `ocds-ingest compile` after)")
+    load.set_defaults(run=cmd_load)
 
-    quiet()
-    import handler.harvest
-    import handler.worker
 
-    with tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
-        summary = run(sources, url, handler.harvest.lambda_handler, handler.worker.lambda_handler, Path(workdir),
-                      served=served)
-    print(summary.text())
-    return 0 if summary.dead_letters == 0 and all(h["status"] == "complete" for h in summary.harvests) else 1
+# --- compile ----------------------------------------------------------------------------------------------------
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from ingest.compile_cli import run
+    from ingest.store.connection import connect_url
 
-    db = open_database()
+    db = connect_url(database_url())
     try:
         return run(db, ocid=args.ocid, source=args.source, versioned=args.versioned)
     finally:
         db.close()
 
 
+def add_compile(commands: Any) -> None:
+    compile_ = commands.add_parser(
+        "compile", help="re-compile compiled_releases from the stored releases",
+        description="Re-compile the compiled release of every contracting process (or one --ocid, or those of one "
+        "--source) from the stored releases, by the merge rules of their OCDS version: after an upgrade of the "
+        "rules, or a load with --no-compile. With --versioned --ocid X, print X's versioned release instead.")
+    compile_.add_argument("--ocid", help="only this contracting process")
+    compile_.add_argument("--source", type=source_name, help="only the contracting processes of this source")
+    compile_.add_argument("--versioned", action="store_true", help="print the versioned release of --ocid")
+    compile_.set_defaults(run=cmd_compile)
+
+
+def add_invoke(commands: Any) -> None:
+    from ingest import invoke
+
+    invoke.register(commands)
+
+
+# --- the local pipeline: demo and harvest ---------------------------------------------------------------------
+
+
+def _pipeline(sources: list[Any], url: str, *, served: int = 0, verbose: bool = False) -> Any:
+    import tempfile
+
+    from ingest.local_pipeline import quiet, run
+
+    write_strategy()
+    with quiet(verbose), tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
+        import handler.harvest
+        import handler.worker
+
+        return run(sources, url, handler.harvest.lambda_handler, handler.worker.lambda_handler, Path(workdir),
+                   served=served)
+
+
+def _interrupted(command: str, what: str) -> int:
+    print(f"ocds-ingest {command}: interrupted; {what}", file=sys.stderr)
+    return 130
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on embedded defaults: publisher API -> harvest -> SQS -> worker -> PostgreSQL."""
     from ingest.local_publisher import LocalPublisher, releases_from
     from ingest.sources import parse_source
+    from ingest.store import harvest_state
+    from ingest.store.connection import connect_url
 
+    write_strategy()
     samples = SHARED_SAMPLES if SHARED_SAMPLES.is_dir() else SHIPPED_SAMPLES
     files = sorted(p for p in samples.rglob("*.json") if _is_publisher_data(p, samples))
     url = database_url()
@@ -181,23 +287,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
           "(one pages with links.next, one with page numbers), then running the harvest and worker handlers as "
           "Lambda would.", file=sys.stderr)
     common = {"allowed_hosts": ["127.0.0.1"], "allow_private_network": True, "page_size": 50}
-    with LocalPublisher(served[:half], publisher_name="OCDS samples (A)") as links, \
-            LocalPublisher(served[half:], publisher_name="OCDS samples (B)") as numbered:
+    # The packages' uri is the publishers' identity, not the port they happen to listen on this time, so a rerun
+    # stores the same rows and writes nothing.
+    with LocalPublisher(served[:half], publisher_name="OCDS samples (A)", uri_base="https://samples-a.invalid") \
+            as links, LocalPublisher(served[half:], publisher_name="OCDS samples (B)",
+                                     uri_base="https://samples-b.invalid") as numbered:
         sources = [
             parse_source({"name": "samples-links", "pagination": "next_link", "page_size_parameter": "limit",
                           "start_url": f"{links.base_url}/keyset", **common}),
             parse_source({"name": "samples-pages", "pagination": "page_number", "page_size_parameter": "page_size",
                           "start_url": f"{numbered.base_url}/pages", **common}),
         ]
-        status = _pipeline(sources, url, served=len(served))
-    print(f"\nThe database: {url}")
-    print("  psql '" + url + "' -c 'SELECT source, count(*) FROM releases GROUP BY 1'")
+        # The demo walks both APIs from their first page every time: a cursor saved by an interrupted run names
+        # a port that is gone.
+        from ingest.store.migrate import migrate
+
+        db = connect_url(url)
+        try:
+            migrate(db)
+            for source in sources:
+                harvest_state.forget(db, source.name)
+        finally:
+            db.close()
+        try:
+            summary = _pipeline(sources, url, served=len(served), verbose=args.verbose)
+        except KeyboardInterrupt:
+            return _interrupted("demo", "the pages written so far are committed, and the next demo walks the APIs "
+                                "from their first page again")
+    print(summary.text())
+    where = url if "DATABASE_URL" not in os.environ else describe(url)
+    print(f"\nThe database: {where}")
+    print(f"  psql '{where}' -c 'SELECT source, count(*) FROM releases GROUP BY 1'")
     print("  SELECT ocid, release_id, release_date, buyer_name, tender_title FROM releases "
           "ORDER BY release_date DESC LIMIT 10;")
-    print("  SELECT reason, count(*) FROM rejected_releases GROUP BY 1;")
-    print("To load files instead: .venv/bin/ocds-ingest load PATH...   To harvest an API: .venv/bin/ocds-ingest "
-          "harvest --url URL")
-    return status
+    print("To load files: .venv/bin/ocds-ingest load PATH...   To harvest an API: .venv/bin/ocds-ingest "
+          "harvest --url URL   To stop the embedded PostgreSQL: .venv/bin/ocds-ingest server stop")
+    return summary.status
 
 
 def _is_publisher_data(path: Path, root: Path) -> bool:
@@ -208,76 +333,118 @@ def _is_publisher_data(path: Path, root: Path) -> bool:
         word in path.name for word in ("compiled", "versioned", "encoding_encoding"))
 
 
+def add_demo(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo", help="run the whole pipeline locally on the real samples",
+        description="Serve the real OCDS samples through two local APIs, harvest them with the harvest handler, "
+        "queue the pages in a local SQS emulator, and write them with the worker handler, exactly as Lambda "
+        "would; then print a summary. Running it again writes nothing (0 inserted, 0 updated).")
+    demo.add_argument("--verbose", action="store_true", help="show the handlers' JSON log lines")
+    demo.set_defaults(run=cmd_demo)
+
+
 def cmd_harvest(args: argparse.Namespace) -> int:
-    """Harvest any OCDS API that pages with links.next into DATABASE_URL or the embedded database."""
-    from urllib.parse import urlsplit
+    from ingest import cli_harvest
 
-    from ingest.sources import parse_source
+    write_strategy()
+    return cli_harvest.run(args, database_url, _pipeline, _interrupted)
 
-    host = urlsplit(args.url).hostname or ""
-    name = args.source or (host.replace("www.", "").split(".")[0] or "api")
-    source = parse_source({"name": name, "start_url": args.url, "pagination": "next_link",
-                           "next_pointer": args.next_pointer, "allowed_hosts": [host],
-                           "allow_private_network": args.allow_private_network})
-    return _pipeline([source], database_url())
+
+def add_harvest(commands: Any) -> None:
+    from ingest import cli_harvest
+
+    cli_harvest.add_arguments(commands, source_name, positive_int).set_defaults(run=cmd_harvest)
+
+
+# --- drain ------------------------------------------------------------------------------------------------------
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    """Run the worker handler over a queue, the way Lambda's event source mapping would."""
-    import boto3
+    from ingest import cli_drain
 
-    import handler.worker
-    from ingest.queue import EventSourceEmulator
+    write_strategy()
+    args.resolved_region = cli_drain.region(args)
+    os.environ["DATABASE_URL"] = database_url()
+    return cli_drain.run(args)
 
-    os.environ.setdefault("DATABASE_URL", database_url())
-    os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OcdsIngest")
-    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=args.region)
-    emulator = EventSourceEmulator(sqs, args.queue_url, handler.worker.lambda_handler, batch_size=args.batch_size,
-                                   function_timeout_seconds=args.timeout)
-    total = emulator.drain()
-    print(f"messages received {total.received}, succeeded {total.succeeded}, reported failed {total.failed}, "
-          f"invocation errors {total.handler_errors}")
-    return 0 if not total.handler_errors else 1
+
+def add_drain(commands: Any) -> None:
+    drain = commands.add_parser(
+        "drain", help="feed a queue's messages to the worker handler until it is empty",
+        description="Receive messages from an SQS queue (a real one, or an emulator's with --endpoint-url) and "
+        "invoke the worker handler with them the way Lambda's event source mapping does, until the queue is "
+        "empty. Exit 1 if an invocation failed or messages were reported for retry.")
+    drain.add_argument("--queue-url", required=True, metavar="URL", help="the queue's URL")
+    drain.add_argument("--endpoint-url", metavar="URL", help="an SQS emulator such as moto_server (default: AWS)")
+    drain.add_argument("--region", help="the queue's AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, or the "
+                       "one in the queue URL)")
+    drain.add_argument("--batch-size", type=positive_int, default=10, metavar="N",
+                       help="messages per invocation, at most 10 (default: 10)")
+    drain.add_argument("--timeout", type=positive_float, default=60.0, metavar="SECONDS",
+                       help="the simulated function timeout (default: 60)")
+    drain.add_argument("--verbose", action="store_true", help="show the worker's JSON log lines")
+    drain.set_defaults(run=cmd_drain)
+
+
+# --- the embedded server --------------------------------------------------------------------------------------
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from ingest.store import local_server
+
+    data_dir = local_server.placed_data_dir(LOCAL_DATA_DIR)
+    if args.action in ("start", "url"):
+        server = local_server.start(LOCAL_DATA_DIR)
+        if args.action == "url":
+            print(server.url)
+        else:
+            print(f"{'started' if server.started_here else 'already running'}: PostgreSQL {server.version()} at "
+                  f"{server.url} (data in {server.data_dir})")
+        return 0
+    running = local_server.running(data_dir)
+    if args.action == "status":
+        if running is not None:
+            print(f"running: PostgreSQL {running.version()} at {running.url} (data in {data_dir})")
+            return 0
+        exists = (data_dir / "PG_VERSION").exists()
+        print(f"not running ({f'data in {data_dir}' if exists else 'no data yet'}); "
+              "`ocds-ingest server start` starts it")
+        return 3
+    stopped = local_server.stop(data_dir)
+    print("stopped" if stopped else "not running", end="")
+    if args.delete:
+        local_server.delete_data(data_dir)
+        print(f"; deleted {data_dir}", end="")
+        copy = local_server.delete_copy(local_server.wheel_bin_dir())
+        if copy is not None:
+            print(f" and the copy of the binaries in {copy}", end="")
+    print()
+    return 0
+
+
+def add_server(commands: Any) -> None:
+    server = commands.add_parser(
+        "server", help="start, stop or locate the embedded PostgreSQL",
+        description="The embedded PostgreSQL that load, harvest and demo use when DATABASE_URL is not set. It "
+        "listens on 127.0.0.1 only, keeps its data between runs (in .local/pgdata; as root, under "
+        "/var/tmp/ocds-ingest), and keeps running until stopped. `status` exits 3 when it is not running.")
+    server.add_argument("action", choices=("start", "status", "url", "stop"),
+                        help="start it (or say it runs), say whether it runs, print its URL (starting it if "
+                        "needed), or stop it")
+    server.add_argument("--delete", action="store_true", help="with stop: delete its data too (make clean does)")
+    server.set_defaults(run=cmd_server)
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_demo, add_load, add_harvest, add_migrate, add_compile, add_drain,
+                                          add_server, add_invoke]
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="ocds-ingest", description=__doc__)
-    commands = top.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="create or update the schema").set_defaults(run=cmd_migrate)
-    load = commands.add_parser("load", help="load OCDS files or folders (any shape, any size)")
-    load.add_argument("paths", nargs="+", help="JSON files or folders")
-    load.add_argument("--source", default="files", help="the source name stored with each release")
-    load.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="releases per transaction")
-    load.add_argument("--strict", action="store_true", help="exit 1 if any release was rejected")
-    load.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
-                      help="how pages are written (see README, Benchmark)")
-    load.add_argument("--no-compile", action="store_true",
-                      help="do not keep compiled_releases current (run `ocds-ingest compile` afterwards)")
-    load.set_defaults(run=cmd_load)
-    compile_ = commands.add_parser("compile", help="re-compile compiled_releases from the stored releases")
-    compile_.add_argument("--ocid", help="only this contracting process")
-    compile_.add_argument("--source", help="only the contracting processes with releases from this source")
-    compile_.add_argument("--versioned", action="store_true", help="print the versioned release of --ocid")
-    compile_.set_defaults(run=cmd_compile)
-    demo = commands.add_parser("demo", help="the whole pipeline on the real samples, locally")
-    demo.set_defaults(run=cmd_demo)
-    harvest = commands.add_parser("harvest", help="harvest an OCDS API that pages with links.next")
-    harvest.add_argument("--url", required=True, help="the first page, e.g. https://…/releases?limit=100")
-    harvest.add_argument("--source", help="the source name to store (default: from the host)")
-    harvest.add_argument("--next-pointer", default="/links/next", help="JSON pointer to the next page's URL")
-    harvest.add_argument("--allow-private-network", action="store_true",
-                         help="allow a publisher on a private or loopback address (a local test server)")
-    harvest.set_defaults(run=cmd_harvest)
-    drain = commands.add_parser("drain", help="feed a queue's messages to the worker handler until it is empty")
-    drain.add_argument("--queue-url", required=True)
-    drain.add_argument("--endpoint-url", help="an SQS emulator such as moto_server (default: AWS)")
-    drain.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "eu-west-1"))
-    drain.add_argument("--batch-size", type=int, default=10)
-    drain.add_argument("--timeout", type=float, default=60.0, help="the simulated function timeout, seconds")
-    drain.set_defaults(run=cmd_drain)
-    from ingest import invoke
-
-    invoke.register(commands)
+    top = Parser(prog="ocds-ingest", description=DESCRIPTION, epilog=EPILOG,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(commands)
     return top
 
 
@@ -285,10 +452,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ConfigurationError, TransientError, IngestError) as error:
+    except IngestError as error:
         print(f"ocds-ingest {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"ocds-ingest {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

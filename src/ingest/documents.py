@@ -570,8 +570,9 @@ class _Walker:
             try:
                 self._item()
             except _ItemError as error:
-                yield Unreadable(error.reason, error.detail, self.text(start), position or "/")
-                return
+                # Not a JSON value (words, HTML): nothing after it can be delimited, so the rest is one rejection
+                # (or, in a line-delimited document, the rest of its line), never one per word.
+                raise _Broken(f"{error.detail} at character {start}") from None
             yield Unreadable("not_ocds", f"a JSON {_json_type(self.text(start))} is not an OCDS package, record "
                              "or release", self.text(start), position or "/")
 

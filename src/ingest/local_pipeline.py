@@ -7,19 +7,24 @@ settings from the environment exactly as in Lambda, so this exercises the deploy
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import time
+import uuid
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ingest.queue import EventSourceEmulator, LocalContext, PollOutcome
 from ingest.sources import Source
+from ingest.store import harvest_state
 from ingest.store.connection import connect_url
+from ingest.store.harvest_state import HarvestState
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -37,6 +42,11 @@ class PipelineSummary:
     seconds: float
     served: int
 
+    @property
+    def status(self) -> int:
+        """The exit status: 1 when a harvest did not complete or a message ended in the DLQ."""
+        return 0 if self.dead_letters == 0 and all(h["status"] == "complete" for h in self.harvests) else 1
+
     def text(self) -> str:
         pages = sum(result["pages"] for result in self.harvests)
         messages = sum(result["messages"] for result in self.harvests)
@@ -47,7 +57,8 @@ class PipelineSummary:
                  + (f" ({result['detail']})" if result.get("detail") else "") for result in self.harvests]
         lines += [
             f"pages            {pages} fetched by the harvester, {messages} messages queued",
-            f"worker           {self.drained.received} messages received, {self.drained.succeeded} written, "
+            f"worker           {self.drained.received} messages received, "
+            f"{self.drained.succeeded - self.rejected_messages} written, {self.rejected_messages} rejected, "
             f"{self.drained.failed} reported for retry",
             f"releases         {inserted} inserted, {self.updated} updated, "
             f"{max(0, self.served - inserted - self.updated - self.rejected_releases)} unchanged, "
@@ -58,15 +69,76 @@ class PipelineSummary:
         return "\n".join(lines)
 
 
-def quiet() -> None:
-    """Keep a terminal run readable: Powertools' JSON logs and metrics, and the emulator's access log, off.
+@contextmanager
+def quiet(verbose: bool = False) -> Iterator[None]:
+    """Keep a terminal run readable: Powertools' JSON logs (unless ``verbose``), metrics and traces, and the
+    emulator's access log, off; the environment is put back afterwards.
 
-    Call before importing the handlers: Powertools reads its log level when the handler module is imported."""
+    Enter before importing the handlers: Powertools reads its log level when the handler module is imported."""
     import logging
 
-    os.environ.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true",
-                      POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_NAMESPACE="OcdsIngest")
+    settings = {"POWERTOOLS_LOG_LEVEL": "INFO" if verbose else "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "OcdsIngest"}
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with _environment(settings), warnings.catch_warnings():
+        # Powertools warns when an invocation ends without metrics (an interrupted one): not news here.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        yield
+
+
+@contextmanager
+def _environment(settings: dict[str, str]) -> Iterator[None]:
+    """``settings`` in the environment for the duration, the previous values put back afterwards."""
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class _WithoutMetrics(io.TextIOBase):
+    """Standard output without CloudWatch EMF lines: Powertools prints its ColdStart metric even when metrics
+    are disabled (``single_metric`` does not check POWERTOOLS_METRICS_DISABLED)."""
+
+    def __init__(self, out: io.TextIOBase | Any) -> None:
+        self.out = out
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if not line.startswith('{"_aws":'):
+                self.out.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending and not self.pending.startswith('{"_aws":'):
+            self.out.write(self.pending)
+        self.pending = ""
+        self.out.flush()
+
+
+def quiet_handler(handler: Handler) -> Handler:
+    """``handler``, with the metric lines it prints on standard output dropped."""
+
+    def invoke(event: dict[str, Any], context: Any) -> Any:
+        filtered = _WithoutMetrics(sys.stdout)
+        try:
+            with redirect_stdout(filtered):  # type: ignore[type-var]
+                return handler(event, context)
+        finally:
+            filtered.flush()
+
+    return invoke
 
 
 @contextmanager
@@ -78,19 +150,20 @@ def sqs_emulator() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    saved = {name: os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                                                      "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local",
-                      AWS_DEFAULT_REGION=os.environ.get("AWS_DEFAULT_REGION") or "eu-west-1")
     try:
-        yield endpoint
+        with _environment({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                           "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or "eu-west-1"}):
+            yield endpoint
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         server.stop()
+
+
+def database_now(url: str) -> Any:
+    return _scalar(url, "SELECT now()")
+
+
+def rejected_messages_since(url: str, since: Any) -> int:
+    return int(_scalar(url, "SELECT count(*) FROM rejected_messages WHERE rejected_at > :since", since=since))
 
 
 def _scalar(url: str, sql: str, **params: Any) -> Any:
@@ -102,6 +175,26 @@ def _scalar(url: str, sql: str, **params: Any) -> Any:
         db.close()
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised if Ctrl-C stopped a local run; the harvest state of its sources is as it was before the run."""
+
+
+@contextmanager
+def _state_kept_unless_drained(database_url: str, states: dict[str, HarvestState]) -> Iterator[None]:
+    """The local queue dies with the process: a harvest cursor that moved past pages still in it would skip them
+    next time. So when the run stops before the queue is drained, each source's state is put back."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        db = connect_url(database_url)
+        try:
+            for name, state in states.items():
+                harvest_state.save(db, name, state)
+        finally:
+            db.close()
+        raise Interrupted from None
+
+
 def run(sources: list[Source], database_url: str, harvest: Handler, worker: Handler, workdir: Path, *,
         served: int = 0, say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> PipelineSummary:
     """Harvest ``sources`` into the local queue, then drain it through the worker into ``database_url``."""
@@ -109,26 +202,34 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
 
     from ingest.store.migrate import migrate
 
+    harvest, worker = quiet_handler(harvest), quiet_handler(worker)
+
     db = connect_url(database_url)
     try:
         migrate(db)
+        states_before = {source.name: harvest_state.load(db, source.name) for source in sources}
     finally:
         db.close()
-    with sqs_emulator() as endpoint:
+    with sqs_emulator() as endpoint, _state_kept_unless_drained(database_url, states_before), \
+            ExitStack() as settings:
         sqs = boto3.client("sqs")
         s3 = boto3.client("s3")
-        dlq_url = sqs.create_queue(QueueName="pages-dlq")["QueueUrl"]
+        # moto keeps its state per process, not per server: names of this run's own keep runs apart.
+        run_name = f"pages-{uuid.uuid4().hex[:8]}"
+        dlq_url = sqs.create_queue(QueueName=f"{run_name}-dlq")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(QueueName="pages", Attributes={
+        queue_url = sqs.create_queue(QueueName=run_name, Attributes={
             "VisibilityTimeout": "730",
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
-        s3.create_bucket(Bucket="pages",
+        s3.create_bucket(Bucket=run_name,
                          CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_DEFAULT_REGION"]})
         sources_file = workdir / "sources.json"
         sources_file.write_text(json.dumps({"sources": [_as_config(source) for source in sources]}))
-        os.environ.update(DATABASE_URL=database_url, SOURCES_FILE=str(sources_file), PAGES_QUEUE_URL=queue_url,
-                          PAGES_BUCKET="pages", TIME_SAFETY_MARGIN_MS="5000")
-        say(f"SQS emulator (moto server) at {endpoint}; queue 'pages' with a DLQ after 5 receives")
+        # The handlers read their settings from the environment, as in Lambda; put back when the run ends.
+        settings.enter_context(_environment({
+            "DATABASE_URL": database_url, "SOURCES_FILE": str(sources_file), "PAGES_QUEUE_URL": queue_url,
+            "PAGES_BUCKET": run_name, "TIME_SAFETY_MARGIN_MS": "5000"}))
+        say(f"SQS emulator (moto server) at {endpoint}; queue {run_name} with a DLQ after 5 receives")
         releases_before = _scalar(database_url, "SELECT count(*) FROM releases")
         started_at = _scalar(database_url, "SELECT now()")
         started = time.perf_counter()
@@ -143,7 +244,8 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
         def progress(outcome: PollOutcome) -> None:
             nonlocal written
             written += outcome.succeeded
-            say(f"  worker: {written} messages written")
+            if outcome.received:
+                say(f"  worker: {written} messages handled")
 
         drained = EventSourceEmulator(sqs, queue_url, worker, batch_size=5, function_timeout_seconds=120).drain(
             on_poll=progress)
@@ -157,8 +259,7 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
                                           "AND first_ingested_at <= :since", since=started_at)),
         rejected_releases=int(_scalar(database_url, "SELECT count(*) FROM rejected_releases "
                                                     "WHERE rejected_at > :since", since=started_at)),
-        rejected_messages=int(_scalar(database_url, "SELECT count(*) FROM rejected_messages "
-                                                    "WHERE rejected_at > :since", since=started_at)),
+        rejected_messages=rejected_messages_since(database_url, started_at),
         dead_letters=dead, seconds=seconds, served=served or sum(result["releases"] for result in harvests))
 
 

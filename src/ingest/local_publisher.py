@@ -61,9 +61,12 @@ def releases_from(paths: list[Path]) -> list[dict[str, Any]]:
 class LocalPublisher:
     """A threaded HTTP server on 127.0.0.1 serving ``releases`` (a list it may be told to change)."""
 
-    def __init__(self, releases: list[dict[str, Any]], *, publisher_name: str = "Local publisher") -> None:
+    def __init__(self, releases: list[dict[str, Any]], *, publisher_name: str = "Local publisher",
+                 uri_base: str | None = None) -> None:
         self.releases = list(releases)
         self.publisher_name = publisher_name
+        # The packages' ``uri`` (stored with every release): the server's own address unless a stable one is given.
+        self.uri_base = uri_base
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.requests: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -161,6 +164,8 @@ class LocalPublisher:
             pass  # the client gave up (a timeout test); nothing to tell it
 
     def _package(self, releases: list[dict[str, Any]], uri: str, **extra: Any) -> dict[str, Any]:
+        if self.uri_base:
+            uri = self.uri_base + uri.removeprefix(self.base_url)
         return {"uri": uri, "version": "1.1", "publishedDate": "2026-11-28T00:00:00Z",
                 "publisher": {"name": self.publisher_name}, "releases": releases, **extra}
 

@@ -221,7 +221,8 @@ def test_the_drain_command_feeds_a_moto_server_queue_to_the_worker(
         event = load_event("sqs_mixed_batch.json")
         send(sqs, queue_url, [Outgoing(record["body"], "paraguay") for record in event["Records"]])
         assert main(["drain", "--queue-url", queue_url, "--endpoint-url", endpoint, "--batch-size", "3"]) == 0
-        assert "messages received 4, succeeded 4, reported failed 0" in capsys.readouterr().out
+        assert "messages received 4: 2 written, 2 rejected (see rejected_messages), 0 reported for retry, " \
+               "0 invocation errors" in capsys.readouterr().out
         assert counts(db) == (1, 1, 2)
         assert "Messages" not in sqs.receive_message(QueueUrl=queue_url)
     finally:

@@ -372,3 +372,14 @@ def test_env_json_names_only_variables_the_template_declares() -> None:
         declared = set(template["Globals"]["Function"]["Environment"]["Variables"]) | \
             set(template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}))
         assert set(variables) <= declared, (function, set(variables) - declared)
+
+
+def test_the_lambda_package_holds_every_runtime_dependency() -> None:
+    # GIVEN the project's runtime dependencies and what `make build`/`sam build` install into the package
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["dependencies"]
+    shipped = [line.strip() for line in (ROOT / "src" / "requirements.txt").read_text("utf-8").splitlines()
+               if line.strip() and not line.startswith("#")]
+    # THEN they are the same, but for boto3, which the Lambda runtime provides
+    assert sorted(shipped) == sorted(spec for spec in declared if not spec.startswith("boto3"))

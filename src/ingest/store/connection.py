@@ -263,8 +263,18 @@ def connect(settings: DatabaseSettings) -> Database:
     except Exception as exc:
         if sock is not None:
             sock.close()
+        if settings.password is None and _asks_for_password(exc):
+            raise ConfigurationError(f"connecting to {settings.describe()}: the server asks for a password and none "
+                                     "was given: put it in the URL (postgresql://user:PASSWORD@host/db) or, on the "
+                                     "command line, set PGPASSWORD") from None
         raise translate(exc, f"connecting to {settings.describe()}") from exc
     return Database(connection, settings)
+
+
+def _asks_for_password(exc: Exception) -> bool:
+    # pg8000 says so for cleartext and md5, and fails with AttributeError (None.decode) for SCRAM.
+    return isinstance(exc, AttributeError) or (isinstance(exc, pg8000.native.InterfaceError)
+                                               and "password" in str(exc))
 
 
 def connect_url(url: str) -> Database:

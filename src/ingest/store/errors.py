@@ -47,6 +47,14 @@ def translate(exc: BaseException, where: str) -> IngestError:
         if code.startswith(_RETRYABLE):
             return TransientError(f"{where}: {message} (SQLSTATE {code}); rolled back, retry")
         return TransientError(f"{where}: unexpected database error {message} (SQLSTATE {code})")
+    if isinstance(exc, ConnectionRefusedError):
+        return DatabaseUnavailable(f"{where}: connection refused: nothing listens there; is PostgreSQL running, and "
+                                   "are the host and port right?")
+    if isinstance(exc, socket.gaierror):
+        return DatabaseUnavailable(f"{where}: the host name does not resolve ({exc.strerror}); check the host")
+    if isinstance(exc, pg8000.native.InterfaceError) and "refuses SSL" in str(exc):
+        return ConfigurationError(f"{where}: the server does not offer TLS; on a trusted network (a local or "
+                                  "private server) add ?sslmode=disable to the URL, else enable ssl on the server")
     if isinstance(exc, (pg8000.native.InterfaceError, OSError, socket.timeout, struct.error, EOFError)):
         return DatabaseUnavailable(f"{where}: lost the connection to the database ({exc}); "
                                    "nothing was committed, retry")

@@ -60,3 +60,9 @@ def finish_run(db: Database, run_id: str, *, status: str, pages: int, releases: 
         WHERE run_id = :run_id
         """, f"recording the end of harvest run {run_id}", run_id=run_id, status=status, pages=pages,
         releases=releases, messages=messages, errors=errors, detail=detail)
+
+
+def forget(db: Database, source: str) -> bool:
+    """Drop a source's cursor and watermark: its next harvest walks from its first page. True if there was one."""
+    return bool(db.execute("DELETE FROM harvest_state WHERE source = :source RETURNING source",
+                           f"forgetting the harvest state of {source}", source=source))
