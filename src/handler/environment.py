@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ingest.errors import ConfigurationError
 from ingest.sources import Source, parse_sources
-from ingest.store.connection import Database, connect, connect_url
+from ingest.store.connection import Database, connect, connect_url, parse_url
 from ingest.worker import DEFAULT_MAX_PAGE_BYTES
 
 _SECRET_MAX_AGE_SECONDS = 300
+WORKER_CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def _int(name: str, default: int) -> int:
@@ -42,12 +44,17 @@ def _int(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
 
 
-def database_connector() -> Callable[[], Database]:
-    """A function that opens a new connection, with credentials as configured."""
+def database_connector(timeout: float | None = None) -> Callable[[], Database]:
+    """A function that opens a new connection, with credentials as configured; ``timeout`` (seconds) bounds the
+    connection's socket until the caller sets its own (the worker does, per message)."""
     env = os.environ
+    extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
     if env.get("DATABASE_URL"):
         url = env["DATABASE_URL"]
-        return lambda: connect_url(url)
+        if timeout is None:
+            return lambda: connect_url(url)
+        settings = replace(parse_url(url), timeout=timeout)
+        return lambda: connect(settings)
     host, port, name, rootcert = env.get("DB_HOST"), _int("DB_PORT", 5432), env.get("DB_NAME"), \
         env.get("DB_SSLROOTCERT")
     if env.get("DB_SECRET_ARN"):
@@ -61,12 +68,12 @@ def database_connector() -> Callable[[], Database]:
             secret = get_secret(arn, transform="json", max_age=_SECRET_MAX_AGE_SECONDS)
             try:
                 return connect(from_secret(secret, host=host, port=port if env.get("DB_PORT") else None,
-                                           database=name, sslrootcert=rootcert))
+                                           database=name, sslrootcert=rootcert, **extra))
             except ConfigurationError:
                 # The secret may have been rotated since it was cached: fetch it afresh once.
                 secret = get_secret(arn, transform="json", force_fetch=True)
                 return connect(from_secret(secret, host=host, port=port if env.get("DB_PORT") else None,
-                                           database=name, sslrootcert=rootcert))
+                                           database=name, sslrootcert=rootcert, **extra))
         return with_secret
     if env.get("DB_IAM_USER"):
         user = env["DB_IAM_USER"]
@@ -79,7 +86,7 @@ def database_connector() -> Callable[[], Database]:
             from ingest.store.credentials import for_iam
 
             token = boto3.client("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
-            return connect(for_iam(user, host, port, name, token, rootcert))
+            return connect(for_iam(user, host, port, name, token, rootcert, **extra))
         return with_iam_token
     raise ConfigurationError("no database configured: set DATABASE_URL, DB_SECRET_ARN, or DB_IAM_USER with DB_HOST")
 
@@ -92,8 +99,6 @@ def sources() -> tuple[dict[str, Source], dict[str, str]]:
     with_secrets = {name: source for name, source in configured.items() if source.auth_secret_arn}
     if not with_secrets:
         return configured, {}
-    from dataclasses import replace
-
     from aws_lambda_powertools.utilities.parameters import get_secret
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
@@ -153,7 +158,10 @@ def build_worker() -> Any:
     from ingest.worker import Connections, Worker
 
     configured, unavailable = sources()
-    return Worker(Connections(database_connector()), configured, fetcher=http_fetcher, s3=s3_client,
+    # A connection opened in the middle of a message must not outlast it: a connect (TCP, TLS, auth) gets
+    # WORKER_CONNECT_TIMEOUT_SECONDS, then every statement the time left (Worker._on_database).
+    connections = Connections(database_connector(timeout=WORKER_CONNECT_TIMEOUT_SECONDS))
+    return Worker(connections, configured, fetcher=http_fetcher, s3=s3_client,
                   max_page_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
                   strategy=write_strategy(), unavailable=unavailable,
                   compile_releases=compile_releases())

@@ -185,3 +185,12 @@ def test_the_migration_never_logs_the_presigned_response_url(lambda_env: None, c
     assert answers == ["SUCCESS"]
     assert "schema migration requested" in log.getvalue()
     assert "X-Amz-Signature" not in log.getvalue() + capsys.readouterr().out
+
+
+def test_the_worker_s_connections_connect_within_a_bound_not_the_default_minute(lambda_env: None) -> None:
+    worker = environment.build_worker()
+    try:
+        db = worker.connections.call(lambda db: db)
+        assert db.settings.timeout == environment.WORKER_CONNECT_TIMEOUT_SECONDS < 60
+    finally:
+        worker.close()
