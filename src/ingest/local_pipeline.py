@@ -145,8 +145,9 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
             written += outcome.succeeded
             say(f"  worker: {written} messages written")
 
-        drained = EventSourceEmulator(sqs, queue_url, worker, batch_size=5, function_timeout_seconds=120).drain(
-            on_poll=progress)
+        # A failed message comes back after 5 s, not the deployed queue's 730 s: a local run does not wait 12 minutes.
+        drained = EventSourceEmulator(sqs, queue_url, worker, batch_size=5, function_timeout_seconds=120,
+                                      retry_visibility_seconds=5).drain(on_poll=progress)
         seconds = time.perf_counter() - started
         dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
                    ["Attributes"]["ApproximateNumberOfMessages"])
