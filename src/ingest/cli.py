@@ -219,6 +219,8 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("DATABASE_URL", database_url())
     os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OcdsIngest")
+    if args.endpoint_url:  # the handler's own SQS client (messages told to wait go back on this queue) too
+        os.environ.setdefault("AWS_ENDPOINT_URL_SQS", args.endpoint_url)
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url, region_name=args.region)
     emulator = EventSourceEmulator(sqs, args.queue_url, handler.worker.lambda_handler, batch_size=args.batch_size,
                                    function_timeout_seconds=args.timeout)
