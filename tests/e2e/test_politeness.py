@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ import boto3
 import pytest
 
 from ingest.local_publisher import Fault, LocalPublisher, Served
-from ingest.queue import Outgoing, send
+from ingest.politeness import MAX_DEFERRED_HOURS
+from ingest.queue import DEFERRED_SINCE, Outgoing, send
+from ingest.store import source_limits
 from ingest.store.connection import Database
+from tests.e2e.conftest import invoke, sqs_record
 
 PROCESSES = 4
 RATE = 4
@@ -115,3 +119,44 @@ def test_a_sources_limits_and_retry_after_hold_across_worker_processes_and_nothi
     assert db.run("SELECT count(*) FROM rejected_messages", "r") == [[0]]
     assert "Messages" not in sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)
     assert "Messages" not in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+
+
+@pytest.fixture
+def blocked_source(db: Database, lambda_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A worker whose source "slow" the publisher has asked to leave alone for 30 s; moto's SQS for the queue."""
+    from moto import mock_aws
+
+    sources = tmp_path / "sources.json"
+    sources.write_text(json.dumps({"sources": [{"name": "slow", "allowed_hosts": ["127.0.0.1"],
+                                                "allow_private_network": True}]}))
+    monkeypatch.setenv("SOURCES_FILE", str(sources))
+    source_limits.block(db, "slow", 30)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-1")
+        sqs.create_queue(QueueName="ocds-ingest-pages")
+        yield sqs
+
+
+def url_record(message_id: str, **attributes: str) -> dict[str, Any]:
+    body = json.dumps({"version": 1, "source": "slow", "url": "http://127.0.0.1:9/pages?page=1"})
+    record = sqs_record(body, message_id, source="slow", receive_count=3)
+    for name, value in attributes.items():
+        record["messageAttributes"][name] = {"stringValue": value, "dataType": "Number"}
+    return record
+
+
+def test_a_message_told_to_wait_goes_back_on_the_queue_for_later_and_is_not_a_failure(blocked_source: Any) -> None:
+    # WHEN a worker gets a page of a source the publisher asked us to leave alone
+    response = invoke({"Records": [url_record("m-wait")]})
+    # THEN the message is not failed (its receive count would move it toward the DLQ): a copy waits in the queue,
+    # with its body and source, for as long as the publisher asked, and the original is acknowledged
+    assert response == {"batchItemFailures": []}
+    queue_url = blocked_source.get_queue_url(QueueName="ocds-ingest-pages")["QueueUrl"]
+    counts = blocked_source.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert (counts["ApproximateNumberOfMessagesDelayed"], counts["ApproximateNumberOfMessages"]) == ("1", "0")
+
+
+def test_a_message_deferred_for_a_day_fails_so_that_an_operator_sees_the_publisher(blocked_source: Any) -> None:
+    over_a_day = time.time() - (MAX_DEFERRED_HOURS * 3600 + 60)
+    response = invoke({"Records": [url_record("m-day", **{DEFERRED_SINCE: f"{over_a_day:.3f}"})]})
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m-day"}]}
