@@ -103,3 +103,27 @@ def test_the_fetcher_takes_a_turn_for_each_request_and_shares_the_publishers_ret
             other.close()
         assert publisher.requests["/pages"] == 2  # the other process never asked
     assert source_limits.in_flight(db, "pub") == 0
+
+
+def test_the_harvesters_walk_counts_toward_the_same_limits_as_the_workers(gates: Callable[..., Gate],
+                                                                          db: Database) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from ingest.harvest import Harvester, PageSender
+    from ingest.http import new_polite_client
+
+    with mock_aws(), LocalPublisher(RELEASES) as publisher:
+        sqs = boto3.client("sqs", region_name="eu-west-1")
+        queue_url = sqs.create_queue(QueueName="pages")["QueueUrl"]
+        walked = source(start_url=f"{publisher.base_url}/keyset?limit=10", requests_per_second=0.2)
+        fetcher = Fetcher(new_polite_client(attempts=1), gate=gates())
+        try:
+            result = Harvester(db, fetcher, PageSender(sqs, queue_url), seconds_left=lambda: 900.0).run(walked)
+        finally:
+            fetcher.close()
+    assert result.status == "complete" and result.pages == 1
+    # A worker asking right after the walk's request is told to wait for the source's rate (one per 5 s)
+    with pytest.raises(MustWait) as told:
+        gates(max_inline_wait=0.0).acquire(walked)
+    assert told.value.reason == "rate" and 0 < told.value.seconds <= 5
