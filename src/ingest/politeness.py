@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -147,7 +148,7 @@ class Gate:
         finally:
             self._call(lambda db: source_limits.release(db, source.name, lease, block_seconds=block))
 
-    def acquire(self, source: Source) -> object:
+    def acquire(self, source: Source) -> datetime:
         limits = Limits.of(source)
         waited = 0.0
         while True:

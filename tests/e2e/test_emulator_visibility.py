@@ -50,8 +50,12 @@ def test_a_failed_message_comes_back_after_the_queues_visibility_timeout_not_at_
     sqs.send_message(QueueUrl=queue_url, MessageBody="{}")
     handler = FailsFirst(sqs, queue_url)
     pauses: list[float] = []
-    total = EventSourceEmulator(sqs, queue_url, handler, pause_seconds=0.1,
-                                sleep=lambda s: (pauses.append(s), time.sleep(s))).drain()
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        time.sleep(seconds)
+
+    total = EventSourceEmulator(sqs, queue_url, handler, pause_seconds=0.1, sleep=pause).drain()
     assert (total.received, total.failed, total.succeeded) == (2, 1, 1)
     assert pauses  # the drain waited for the message in flight instead of stopping at the first empty answer
     assert gap(handler) >= 0.9
