@@ -232,11 +232,12 @@ class EventSourceEmulator:
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
                 {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(chunk)])
         retry = [by_id[message_id] for message_id in failed if message_id in by_id]
-        for start in range(0, len(retry), MAX_BATCH_ENTRIES) if self.retry_visibility_seconds is not None else ():
-            chunk = retry[start:start + MAX_BATCH_ENTRIES]
-            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"],
-                 "VisibilityTimeout": self.retry_visibility_seconds} for index, message in enumerate(chunk)])
+        if self.retry_visibility_seconds is not None:  # else: as Lambda, the visibility runs its course
+            for start in range(0, len(retry), MAX_BATCH_ENTRIES):
+                chunk = retry[start:start + MAX_BATCH_ENTRIES]
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"],
+                     "VisibilityTimeout": self.retry_visibility_seconds} for index, message in enumerate(chunk)])
         outcome.succeeded = len(done)
         outcome.failed = len(retry)
         return outcome
@@ -261,6 +262,8 @@ class EventSourceEmulator:
         return total
 
     def _waiting(self) -> int:
+        # Visible ones too: a message's visibility may have ended between the empty receive and this question.
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
-            "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
         return sum(int(value) for value in attributes.values())
