@@ -216,6 +216,7 @@ def test_the_drain_command_feeds_a_moto_server_queue_to_the_worker(
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", endpoint)  # what drain sets for the handler; undone after
         sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="eu-west-1")
         queue_url = sqs.create_queue(QueueName="drain-test")["QueueUrl"]
         event = load_event("sqs_mixed_batch.json")
