@@ -91,7 +91,7 @@ def test_concurrent_processes_never_hold_more_slots_than_the_source_allows(limit
                                                                            migrated: str) -> None:
     # GIVEN eight threads, each with its own connection (as separate workers have), asking as fast as they can
     held, most, lock = [0], [0], threading.Lock()
-    grants = [0]
+    grants, refused = [0], [0]
 
     def hammer() -> None:
         db = connect_url(migrated)
@@ -99,6 +99,8 @@ def test_concurrent_processes_never_hold_more_slots_than_the_source_allows(limit
             for _ in range(60):
                 decision = source_limits.acquire(db, "shared", concurrency=2, **FAST)
                 if decision.lease is None:
+                    with lock:
+                        refused[0] += 1
                     continue
                 with lock:
                     held[0] += 1
@@ -116,7 +118,7 @@ def test_concurrent_processes_never_hold_more_slots_than_the_source_allows(limit
         thread.start()
     for thread in threads:
         thread.join()
-    # THEN never more than two at once, and the slots were used
+    # THEN never more than two at once, though they asked for more (refusals) and got turns
     assert most[0] <= 2
-    assert grants[0] >= 60
+    assert refused[0] > 0 and grants[0] > 0
     assert source_limits.in_flight(limits_db, "shared") == 0
