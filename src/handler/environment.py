@@ -171,8 +171,9 @@ def polite_fetcher() -> Any:
     from ingest.http import Fetcher, new_polite_client
     from ingest.politeness import HARVESTER_INLINE_WAIT
 
-    return Fetcher(new_polite_client(user_agent()), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
-                   gate=politeness_gate(HARVESTER_INLINE_WAIT), user_agent=user_agent())
+    gate = politeness_gate(HARVESTER_INLINE_WAIT)
+    return Fetcher(new_polite_client(user_agent(), on_wait=gate.heard),
+                   max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES), gate=gate, user_agent=user_agent())
 
 
 def page_sender() -> Any:

@@ -144,7 +144,8 @@ class PoliteRetry:
 
     @staticmethod
     def transport(*, attempts: int = 5, backoff_factor: float = 1.0, max_wait: float = 120.0,
-                  default_429_wait: float = 30.0, sleep: Callable[[float], None] | None = None) -> httpx.BaseTransport:
+                  default_429_wait: float = 30.0, sleep: Callable[[float], None] | None = None,
+                  on_wait: Callable[[httpx.Response], None] | None = None) -> httpx.BaseTransport:
         import time
 
         from httpx_retries import Retry, RetryTransport
@@ -153,6 +154,8 @@ class PoliteRetry:
 
         class _Retry(Retry):
             def sleep(self, response: httpx.Response | Exception) -> None:
+                if on_wait is not None and isinstance(response, httpx.Response):
+                    on_wait(response)  # politeness: a Retry-After heard here binds every process (Gate.heard)
                 if isinstance(response, httpx.Response) and response.status_code == 429 and \
                         not response.headers.get("Retry-After"):
                     pause(default_429_wait)

@@ -24,8 +24,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
+
 from ingest import __version__, queue
 from ingest.errors import ConfigurationError, DatabaseUnavailable, TransientError
+from ingest.http import retry_after_seconds
 from ingest.sources import Source
 from ingest.store import source_limits
 from ingest.store.connection import Database
@@ -119,6 +122,7 @@ class Gate:
         self._connect = connect
         self._db: Database | None = None
         self._lock = threading.Lock()
+        self._current = threading.local()  # the source whose turn this thread holds (for ``heard``)
         self.max_inline_wait = max_inline_wait
         self.lease_seconds = lease_seconds
         self.sleep = sleep
@@ -135,6 +139,7 @@ class Gate:
         body as an error with ``status`` and ``retry_after`` blocks the source for everyone and becomes MustWait."""
         lease = self.acquire(source)
         block = 0.0
+        self._current.source = source
         try:
             yield
         except TransientError as failed:
@@ -146,7 +151,16 @@ class Gate:
             raise MustWait(f"{source.name} answered {status}: no request to it from any worker for {wait:g} s",
                            seconds=wait, reason=source_limits.BLOCKED) from failed
         finally:
+            self._current.source = None
             self._call(lambda db: source_limits.release(db, source.name, lease, block_seconds=block))
+
+    def heard(self, response: httpx.Response) -> None:
+        """A retrying transport (the harvester's) heard ``response`` within a turn and will wait before asking
+        again: a 429, or a 503 with Retry-After, blocks the source for every other process for as long."""
+        source: Source | None = getattr(self._current, "source", None)
+        wait = told_to_wait(response.status_code, retry_after_seconds(response.headers.get("retry-after")))
+        if source is not None and wait is not None:
+            self._call(lambda db: source_limits.block(db, source.name, wait))
 
     def acquire(self, source: Source) -> datetime:
         limits = Limits.of(source)

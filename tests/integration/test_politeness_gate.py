@@ -128,3 +128,22 @@ def test_the_harvesters_walk_counts_toward_the_same_limits_as_the_workers(gates:
     with pytest.raises(MustWait) as told:
         gates(max_inline_wait=0.0).acquire(walked)
     assert told.value.reason == "rate" and 0 < told.value.seconds <= 5
+
+
+def test_a_retry_after_the_harvesters_own_transport_waits_out_binds_the_workers_too(gates: Callable[..., Gate]) -> None:
+    from ingest.http import new_polite_client
+
+    with LocalPublisher(RELEASES) as publisher:
+        publisher.fail("/keyset", Fault("429", retry_after="30"))
+        gate, slept = gates(), list[float]()
+        fetcher = Fetcher(new_polite_client(attempts=2, sleep=slept.append, on_wait=gate.heard), gate=gate)
+        try:
+            fetched = fetcher.get(f"{publisher.base_url}/keyset?limit=10", source(requests_per_second=1000))
+        finally:
+            fetcher.close()
+    # The walk waited the 30 s itself (recorded here, not slept) and got its page ...
+    assert slept == [30.0] and b"ocds-g-0" in fetched.body
+    # ... and every worker was told to stay away for as long
+    with pytest.raises(MustWait) as told:
+        gates(max_inline_wait=0.0).acquire(source(requests_per_second=1000))
+    assert told.value.reason == "blocked" and 29 < told.value.seconds <= 30
