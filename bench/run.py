@@ -61,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # bench/worker_bench.py, also when this file is run some other way
     sys.path.insert(0, str(HERE))
 import compile_bench  # noqa: E402
+import politeness_bench  # noqa: E402
 import worker_bench  # noqa: E402
 
 SOURCE = "bench"
@@ -1478,6 +1479,7 @@ def main(argv: list[str] | None = None) -> int:
             output["compile"] = compiling
         if imports:
             output["worker_cold_import"] = imports
+        output["politeness"] = politeness_bench.run(server.url, server.url_for, 200 if args.quick else 2000, progress)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
         print(f"wrote {args.output}")

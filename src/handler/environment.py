@@ -14,6 +14,7 @@
 | TIME_SAFETY_MARGIN_MS | do not start a message with less time left than this (default 20000) |
 | PAGES_BUCKET | claim-check bucket (harvest) |
 | PAGES_QUEUE_URL | the pages queue (harvest) |
+| USER_AGENT_CONTACT | a URL or e-mail address publishers can reach the operator at, in the User-Agent |
 """
 
 from __future__ import annotations
@@ -141,7 +142,28 @@ def _configured_sources() -> dict[str, Source]:
 def http_fetcher() -> Any:
     from ingest.http import Fetcher, new_client
 
-    return Fetcher(new_client(), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES))
+    return Fetcher(new_client(user_agent()), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
+                   gate=politeness_gate(), user_agent=user_agent())
+
+
+def user_agent() -> str:
+    from ingest.politeness import user_agent
+
+    return user_agent(os.environ.get("USER_AGENT_CONTACT"))
+
+
+def politeness_gate(max_inline_wait: float | None = None) -> Any:
+    """Each source's limits, shared with every other process through the database (its own connection)."""
+    from ingest.politeness import WORKER_INLINE_WAIT, Gate
+
+    return Gate(database_connector(), max_inline_wait=WORKER_INLINE_WAIT if max_inline_wait is None
+                else max_inline_wait)
+
+
+def sqs_client() -> Any:
+    import boto3
+
+    return boto3.client("sqs")
 
 
 def s3_client() -> Any:
@@ -204,9 +226,12 @@ def polite_fetcher(time_left: Callable[[], float] | None = None) -> Any:
     """The harvester's fetcher: every fetch ends within ``time_left()`` seconds, and its retries (backoff and
     Retry-After, inside the transport) are made only while one more still fits."""
     from ingest.http import Fetcher, new_polite_client
+    from ingest.politeness import HARVESTER_INLINE_WAIT
 
-    return Fetcher(new_polite_client(time_left=time_left), max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
-                   time_left=time_left)
+    gate = politeness_gate(HARVESTER_INLINE_WAIT)
+    return Fetcher(new_polite_client(user_agent(), time_left=time_left, on_wait=gate.heard),
+                   max_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES), time_left=time_left, gate=gate,
+                   user_agent=user_agent())
 
 
 def page_sender() -> Any:

@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from handler import environment
+from ingest.politeness import Deferrals, MustWait
 from ingest.worker import Message, OutOfTime, Worker
 
 logger = Logger(service="ocds-worker")
@@ -18,6 +19,7 @@ tracer = Tracer(service="ocds-worker")
 metrics = Metrics(namespace="OcdsIngest", service="ocds-worker")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _worker: Worker | None = None  # created on first use, reused while the container stays warm
+_deferrals = Deferrals(environment.sqs_client)
 
 
 def worker() -> Worker:
@@ -50,7 +52,15 @@ def handle(record: SQSRecord, lambda_context: Any) -> None:
     if lambda_context.get_remaining_time_in_millis() < environment.time_safety_margin_ms():
         raise OutOfTime("too little time left in this invocation to start the message; SQS will redeliver it")
     started = time.perf_counter()
-    outcome = worker().process(message_of(record))
+    try:
+        outcome = worker().process(message_of(record))
+    except MustWait as wait:
+        # Told to wait (the publisher's 429/Retry-After, or the source's limits): neither success nor failure.
+        # The message goes back on the queue for after the wait and this copy is acknowledged (README, Politeness).
+        delay = _deferrals.defer(record.raw_event, wait)
+        metrics.add_metric("MessagesDeferred", MetricUnit.Count, 1)
+        logger.info("told to wait: message deferred", extra={"reason": wait.reason, "delay_seconds": delay})
+        return
     logger.append_keys(source=outcome.source, run_id=outcome.run_id)
     if outcome.page is None:
         metrics.add_metric("MessagesRejected", MetricUnit.Count, 1)

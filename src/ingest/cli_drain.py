@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ingest.local_pipeline import database_now, quiet, quiet_handler, rejected_messages_since
+    from ingest.local_pipeline import database_now, environment, quiet, quiet_handler, rejected_messages_since
 
     url = os.environ["DATABASE_URL"]
     started_at = database_now(url)
-    with quiet(args.verbose):
+    # The handler's own SQS client (messages told to wait go back on this queue) uses the same endpoint.
+    sqs_endpoint = {"AWS_ENDPOINT_URL_SQS": args.endpoint_url} if args.endpoint_url else {}
+    with environment(sqs_endpoint), quiet(args.verbose):
         import handler.worker
         from ingest.queue import EventSourceEmulator
 

@@ -118,10 +118,11 @@ def source_from(args: argparse.Namespace) -> Any:
 
 def probe(source: Any) -> Any:
     """The first page, fetched as the harvester will: a refused or broken URL fails here, in one line."""
+    from handler.environment import user_agent
     from ingest.harvest import parse_page
     from ingest.http import Fetcher, new_client
 
-    fetcher = Fetcher(new_client(source.user_agent))
+    fetcher = Fetcher(new_client(user_agent()), user_agent=user_agent())
     try:
         fetched = fetcher.get(source.start_url, source)
         return parse_page(fetched.body, source.start_url)

@@ -15,21 +15,27 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from ingest import __version__
 from ingest.errors import PermanentError, TransientError
 from ingest.sources import Source
+
+if TYPE_CHECKING:
+    from ingest.politeness import Gate
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=10.0)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 522, 524})
 MAX_REDIRECTS = 5
+PROJECT_USER_AGENT = f"ocds-ingest/{__version__}"  # the edge adds the operator's contact (politeness.user_agent)
 
 Resolver = Callable[[str], list[str]]
 
@@ -126,7 +132,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def new_client(user_agent: str = "ocds-ingest", timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
+def new_client(user_agent: str = PROJECT_USER_AGENT, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
     """A client for the edge to create and pass in (tests pass one with a MockTransport)."""
     return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": user_agent},
                         http2=False)
@@ -141,16 +147,20 @@ class PoliteRetry:
     def transport(*, attempts: int = 5, backoff_factor: float = 1.0, max_wait: float = 120.0,
                   default_429_wait: float = 30.0, sleep: Callable[[float], None] | None = None,
                   time_left: Callable[[], float] | None = None,
-                  attempt_seconds: float = DEFAULT_TIMEOUT.read or 60.0) -> httpx.BaseTransport:
+                  attempt_seconds: float = DEFAULT_TIMEOUT.read or 60.0,
+                  on_wait: Callable[[httpx.Response], None] | None = None) -> httpx.BaseTransport:
         """``time_left`` (seconds until the caller must be done): a retry is made only when its wait plus one
         more attempt (``attempt_seconds``) fit in it; otherwise the failure is raised at once, so a harvest stops
-        before its function's timeout with its cursor saved, instead of being killed mid-wait."""
+        before its function's timeout with its cursor saved, instead of being killed mid-wait. ``on_wait`` hears
+        every answer that is waited out (politeness: a Retry-After binds every process)."""
         from httpx_retries import Retry, RetryTransport
 
         pause = sleep or time.sleep
 
         class _Retry(Retry):
             def sleep(self, response: httpx.Response | Exception) -> None:
+                if on_wait is not None and isinstance(response, httpx.Response):
+                    on_wait(response)  # politeness: a Retry-After heard here binds every process (Gate.heard)
                 if isinstance(response, httpx.Response) and response.status_code == 429 and \
                         not response.headers.get("Retry-After"):
                     seconds = default_429_wait
@@ -172,7 +182,7 @@ class PoliteRetry:
         return RetryTransport(retry=retry)
 
 
-def new_polite_client(user_agent: str = "ocds-ingest", timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+def new_polite_client(user_agent: str = PROJECT_USER_AGENT, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
                       **retry: Any) -> httpx.Client:
     """A client for harvesting: retries with backoff inside the transport (see ``PoliteRetry``)."""
     return httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": user_agent},
@@ -183,14 +193,19 @@ class Fetcher:
     """GETs publisher pages through a client it is given."""
 
     def __init__(self, client: httpx.Client, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 resolver: Resolver = resolve, time_left: Callable[[], float] | None = None) -> None:
+                 resolver: Resolver = resolve, time_left: Callable[[], float] | None = None,
+                 gate: Gate | None = None, user_agent: str = PROJECT_USER_AGENT) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.resolver = resolver
         self.time_left = time_left  # seconds until every fetch must have ended (the harvester's invocation)
+        self.gate = gate  # politeness shared by every process (ingest/politeness.py); None: no limit here
+        self.user_agent = user_agent  # unless the source names its own
 
     def close(self) -> None:
         self.client.close()
+        if self.gate is not None:
+            self.gate.close()
 
     def get(self, url: str, source: Source, headers: dict[str, str] | None = None, *,
             deadline: float | None = None) -> Fetched:
@@ -201,7 +216,7 @@ class Fetcher:
             deadline = time.monotonic() + self.time_left()
         for _ in range(MAX_REDIRECTS + 1):
             address = check_url(url, source, self.resolver)
-            request_headers = {"User-Agent": source.user_agent, **source.headers, **(headers or {})}
+            request_headers = {"User-Agent": source.user_agent or self.user_agent, **source.headers, **(headers or {})}
             target, extensions = url, {}
             if address is not None and not _is_ip(urlsplit(url).hostname or ""):
                 # Connect to the very address that was checked, so a DNS answer that changes between the check
@@ -212,8 +227,9 @@ class Fetcher:
                 extensions = {"sni_hostname": host}
             timeout = _within(self.client.timeout, deadline, url)
             try:
-                with self.client.stream("GET", target, headers=request_headers, extensions=extensions,
-                                        timeout=timeout) as response:
+                # Politeness: each request to the source, from any process, waits for its turn (ingest/politeness).
+                with self._turn(source), self.client.stream("GET", target, headers=request_headers,
+                                                            extensions=extensions, timeout=timeout) as response:
                     self._check_peer(response, url, source)
                     if response.is_redirect:
                         location = response.headers.get("location")
@@ -231,6 +247,9 @@ class Fetcher:
             except httpx.HTTPError as exc:
                 raise HttpFailed(f"GET {url} failed: {type(exc).__name__}: {exc}") from exc
         raise FetchRefused("http_error", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _turn(self, source: Source) -> Any:
+        return self.gate.turn(source) if self.gate is not None else nullcontext()
 
     def _check_peer(self, response: httpx.Response, url: str, source: Source) -> None:
         # The address actually connected to, so a DNS answer that changed after check_url cannot smuggle a

@@ -80,14 +80,14 @@ def quiet(verbose: bool = False) -> Iterator[None]:
     settings = {"POWERTOOLS_LOG_LEVEL": "INFO" if verbose else "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "OcdsIngest"}
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with _environment(settings), warnings.catch_warnings():
+    with environment(settings), warnings.catch_warnings():
         # Powertools warns when an invocation ends without metrics (an interrupted one): not news here.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         yield
 
 
 @contextmanager
-def _environment(settings: dict[str, str]) -> Iterator[None]:
+def environment(settings: dict[str, str]) -> Iterator[None]:
     """``settings`` in the environment for the duration, the previous values put back afterwards."""
     saved = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
@@ -151,7 +151,7 @@ def sqs_emulator() -> Iterator[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
-        with _environment({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+        with environment({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or "eu-west-1"}):
             yield endpoint
     finally:
@@ -226,7 +226,7 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
         sources_file = workdir / "sources.json"
         sources_file.write_text(json.dumps({"sources": [_as_config(source) for source in sources]}))
         # The handlers read their settings from the environment, as in Lambda; put back when the run ends.
-        settings.enter_context(_environment({
+        settings.enter_context(environment({
             "DATABASE_URL": database_url, "SOURCES_FILE": str(sources_file), "PAGES_QUEUE_URL": queue_url,
             "PAGES_BUCKET": run_name, "TIME_SAFETY_MARGIN_MS": "5000"}))
         say(f"SQS emulator (moto server) at {endpoint}; queue {run_name} with a DLQ after 5 receives")
@@ -247,8 +247,9 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
             if outcome.received:
                 say(f"  worker: {written} messages handled")
 
-        drained = EventSourceEmulator(sqs, queue_url, worker, batch_size=5, function_timeout_seconds=120).drain(
-            on_poll=progress)
+        # A failed message comes back after 5 s, not the deployed queue's 730 s: a local run does not wait 12 minutes.
+        drained = EventSourceEmulator(sqs, queue_url, worker, batch_size=5, function_timeout_seconds=120,
+                                      retry_visibility_seconds=5).drain(on_poll=progress)
         seconds = time.perf_counter() - started
         dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
                    ["Attributes"]["ApproximateNumberOfMessages"])

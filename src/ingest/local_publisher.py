@@ -10,6 +10,9 @@ Endpoints (all return release packages):
 | ``/pages?page=P&page_size=N`` | page numbers | ``pagination.total_pages`` (Paraguay's style) |
 | ``/windows?from=A&until=B`` | date windows | releases with ``date`` in [A, B) |
 
+Every request is recorded (``log``: path, start, end and status on the monotonic clock; ``most_in_flight`` per path),
+so tests can check what a publisher saw: the rate, the concurrency, the pause after a 429.
+
 Faults are queued per path and consumed one per request: ``Fault("429", retry_after="2")``, ``Fault("429")``
 (no Retry-After, as Find a Tender does), ``Fault("500")``, ``Fault("slow", seconds=2)``, ``Fault("truncated")``,
 ``Fault("invalid_json")``, ``Fault("html")`` (an error page with status 200), ``Fault("redirect", to=URL)``.
@@ -29,6 +32,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ingest import documents, jsontext
 from ingest.releases import parse_date
+
+
+@dataclass(frozen=True)
+class Served:
+    path: str
+    started: float
+    ended: float
+    status: int
 
 
 @dataclass
@@ -69,6 +80,9 @@ class LocalPublisher:
         self.uri_base = uri_base
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
         self.requests: Counter[str] = Counter()
+        self.log: list[Served] = []
+        self.in_flight: Counter[str] = Counter()
+        self.most_in_flight: Counter[str] = Counter()
         self.lock = threading.Lock()
         publisher = self
 
@@ -116,6 +130,18 @@ class LocalPublisher:
     # -- serving -------------------------------------------------------------------------------------------
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
+        path, started = urlsplit(request.path).path, time.monotonic()
+        with self.lock:
+            self.in_flight[path] += 1
+            self.most_in_flight[path] = max(self.most_in_flight[path], self.in_flight[path])
+        try:
+            self._answer(request)
+        finally:
+            with self.lock:
+                self.in_flight[path] -= 1
+                self.log.append(Served(path, started, time.monotonic(), getattr(request, "sent_status", 0)))
+
+    def _answer(self, request: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(request.path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         with self.lock:
@@ -152,6 +178,7 @@ class LocalPublisher:
 
     def _send(self, request: BaseHTTPRequestHandler, status: int, body: bytes,
               headers: dict[str, str] | None = None) -> None:
+        request.sent_status = status  # type: ignore[attr-defined]  # for the log
         try:
             request.send_response(status)
             request.send_header("Content-Type", (headers or {}).pop("Content-Type", "application/json"))

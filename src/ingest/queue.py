@@ -2,7 +2,8 @@
 
 The emulator does locally what Lambda's SQS event source mapping does: receive up to BatchSize messages with
 their attributes, build the Lambda SQS event, invoke the handler, delete the messages it did not report in
-``batchItemFailures``, and make the reported ones visible again. Moving a message to the dead-letter queue after
+``batchItemFailures``, and leave the reported ones to become visible again when their visibility timeout ends (the
+queue's, or what the function set), as Lambda does. Moving a message to the dead-letter queue after
 maxReceiveCount receives is left to the queue's own redrive policy, as in AWS. (moto's own SQS-to-Lambda trigger
 ignores ``batchItemFailures`` and needs Docker, so it is not used.)
 """
@@ -97,6 +98,41 @@ def send(sqs: Any, queue_url: str, messages: Sequence[Outgoing], *, sleep: Calla
     return sent
 
 
+# --- a message told to wait ---------------------------------------------------------------------------------
+
+DEFERRED_SINCE = "deferred_since"  # message attribute: when (epoch seconds) the first deferral of this page began
+
+
+def queue_url_of(sqs: Any, queue_arn: str) -> str:
+    """The URL of the queue an event came from (its ARN is in every record)."""
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+
+
+def send_later(sqs: Any, queue_url: str, record: dict[str, Any], delay_seconds: int, deferred_since: float) -> None:
+    """Put a received message (a Lambda SQS record) back on its queue, to be delivered after ``delay_seconds``, with
+    its body and string attributes. The caller then acknowledges the original: the copy starts with no receives,
+    so waiting never moves a message toward the DLQ (a visibility change would, since every receive counts)."""
+    attributes = {name: {"DataType": value.get("dataType", "String"), "StringValue": value["stringValue"]}
+                  for name, value in (record.get("messageAttributes") or {}).items()
+                  if value.get("stringValue") is not None and name != DEFERRED_SINCE}
+    attributes[DEFERRED_SINCE] = {"DataType": "Number", "StringValue": f"{deferred_since:.3f}"}
+    try:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=record["body"], DelaySeconds=int(delay_seconds),
+                         MessageAttributes=attributes)
+    except Exception as exc:  # botocore's errors: the original then fails and is redelivered as usual
+        raise TransientError(f"could not put message {record.get('messageId')} back on {queue_url} for later: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def deferred_since(record: dict[str, Any]) -> float | None:
+    value = ((record.get("messageAttributes") or {}).get(DEFERRED_SINCE) or {}).get("stringValue")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 # --- the event-source emulator ----------------------------------------------------------------------------
 
 
@@ -156,7 +192,15 @@ class EventSourceEmulator:
     """Polls a queue and invokes a Lambda handler the way the SQS event source mapping does."""
 
     def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any], Any], Any], *,
-                 batch_size: int = 10, function_timeout_seconds: float = 60.0, wait_seconds: int = 0) -> None:
+                 batch_size: int = 10, function_timeout_seconds: float = 60.0, wait_seconds: int = 0,
+                 retry_visibility_seconds: int | None = None, pause_seconds: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        # retry_visibility_seconds: None leaves a failed message invisible for the rest of its visibility timeout,
+        # as Lambda does; a number makes it visible again after that long instead (local runs whose queue keeps the
+        # deployed 730 s), replacing any visibility the function set.
+        self.retry_visibility_seconds = retry_visibility_seconds
+        self.pause_seconds = pause_seconds
+        self.sleep = sleep
         self.sqs = sqs
         self.queue_url = queue_url
         self.handler = handler
@@ -188,27 +232,38 @@ class EventSourceEmulator:
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
                 {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(chunk)])
         retry = [by_id[message_id] for message_id in failed if message_id in by_id]
-        for start in range(0, len(retry), MAX_BATCH_ENTRIES):
-            chunk = retry[start:start + MAX_BATCH_ENTRIES]
-            # Visible again at once (Lambda would wait for the visibility timeout; locally that is only delay).
-            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"], "VisibilityTimeout": 0}
-                for index, message in enumerate(chunk)])
+        if self.retry_visibility_seconds is not None:  # else: as Lambda, the visibility runs its course
+            for start in range(0, len(retry), MAX_BATCH_ENTRIES):
+                chunk = retry[start:start + MAX_BATCH_ENTRIES]
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
+                    {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"],
+                     "VisibilityTimeout": self.retry_visibility_seconds} for index, message in enumerate(chunk)])
         outcome.succeeded = len(done)
         outcome.failed = len(retry)
         return outcome
 
     def drain(self, *, max_polls: int = 10_000, on_poll: Callable[[PollOutcome], None] | None = None) -> PollOutcome:
-        """Poll until the queue answers empty; returns the totals."""
+        """Poll until the queue is empty: nothing visible, in flight (a failed message waiting out its visibility)
+        or delayed (a message put back for later); returns the totals."""
         total = PollOutcome()
         for _ in range(max_polls):
             outcome = self.poll_once()
             if on_poll is not None:
                 on_poll(outcome)
             if not outcome.received:
-                break
+                if not self._waiting():
+                    break
+                self.sleep(self.pause_seconds)
+                continue
             total.received += outcome.received
             total.succeeded += outcome.succeeded
             total.failed += outcome.failed
             total.handler_errors += outcome.handler_errors
         return total
+
+    def _waiting(self) -> int:
+        # Visible ones too: a message's visibility may have ended between the empty receive and this question.
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        return sum(int(value) for value in attributes.values())

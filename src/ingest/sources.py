@@ -43,7 +43,7 @@ class Source:
     auth_secret_arn: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     allow_private_network: bool = False
-    user_agent: str = "ocds-ingest (+https://github.com/open-contracting)"
+    user_agent: str | None = None  # None: ocds-ingest/VERSION and the operator's contact (USER_AGENT_CONTACT)
     overlap_minutes: int = 60
 
     def allows_host(self, host: str) -> bool:

@@ -6,7 +6,9 @@ What fails how:
 - a release that cannot be a row goes to ``rejected_releases`` (``save_page`` does that) and the page proceeds;
 - anything transient (database, HTTP 429/5xx/timeouts, S3 throttling, the invocation running out of time)
   raises, so the message is reported in ``batchItemFailures`` and SQS redelivers it; after maxReceiveCount tries
-  it lands in the DLQ, which therefore means infrastructure trouble.
+  it lands in the DLQ, which therefore means infrastructure trouble;
+- a fetch told to wait (a 429, a 503 with Retry-After, the source's limits: ``politeness.MustWait``) raises too,
+  and the handler puts the message back on the queue for later instead of failing it (README, Politeness).
 
 Memory and time are bounded by design: a page above ``STREAM_ABOVE_BYTES`` is streamed and written in chunks, so
 a worker holds at most two pages' bytes (the look-ahead) and one chunk's objects, whatever the releases' sizes;

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ingest import __version__
 from ingest.errors import IngestError, PermanentError, TransientError
 from ingest.http import (
     MAX_REDIRECTS,
@@ -31,6 +32,7 @@ from ingest.http import (
     resolve,
     retry_after_seconds,
 )
+from ingest.politeness import user_agent
 from ingest.sources import Source
 
 PUBLIC_IP = "93.184.216.34"
@@ -186,12 +188,23 @@ def test_source_headers_and_user_agent_are_sent(fetcher_for: Callable[..., Fetch
     assert request.headers["Accept"] == "application/vnd.ocds+json"
 
 
-def test_default_user_agent_names_the_project(fetcher_for: Callable[..., Fetcher]) -> None:
+def test_default_user_agent_names_the_project_and_its_version_and_no_one_else(
+        fetcher_for: Callable[..., Fetcher]) -> None:
     publisher = Publisher({"https://publisher.example/": ok()})
 
     fetcher_for(publisher).get("https://publisher.example/", source())
 
-    assert publisher.requests[0].headers["User-Agent"] == "ocds-ingest (+https://github.com/open-contracting)"
+    assert publisher.requests[0].headers["User-Agent"] == f"ocds-ingest/{__version__}"
+
+
+def test_the_user_agent_carries_the_contact_the_operator_configured(fetcher_for: Callable[..., Fetcher]) -> None:
+    publisher = Publisher({"https://publisher.example/": ok()})
+    fetcher = fetcher_for(publisher)
+    fetcher.user_agent = user_agent("data-team@example.org")
+
+    fetcher.get("https://publisher.example/", source())
+
+    assert publisher.requests[0].headers["User-Agent"] == f"ocds-ingest/{__version__} (+data-team@example.org)"
 
 
 # --- the SSRF guard: hosts ----------------------------------------------------------------------------------------
