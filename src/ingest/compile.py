@@ -25,6 +25,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from ingest.jsontext import column_text as _text
 from ingest.jsontext import dumps, loads  # noqa: F401 (the exact JSON this module reads and writes)
 
 SCHEMAS = {"1.1": "release-schema-1.1.5.json", "1.0": "release-schema-1.0.3.json"}
@@ -183,14 +184,6 @@ def versioned_release(releases: Sequence[dict[str, Any]], rules: MergeRules) -> 
 
 
 # --- extracted columns --------------------------------------------------------------------------------------
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return str(value)
-    return None
-
 
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}

@@ -123,6 +123,15 @@ def dumps(value: Any, indent: int | None = None) -> str:
     return (encoded if indent is None else msgspec.json.format(encoded, indent=indent)).decode("utf-8")
 
 
+def column_text(value: Any) -> str | None:
+    """A parsed value for a text column: strings as they are, numbers as their exact value, anything else NULL."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 # --- keys -------------------------------------------------------------------------------------------------
 
 

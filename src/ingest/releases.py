@@ -22,6 +22,7 @@ import msgspec
 
 from ingest import jsontext
 from ingest.documents import Compiled, Found, Package, Unreadable
+from ingest.jsontext import column_text as _text
 from ingest.jsontext import storable_text
 
 _DATE = re.compile(
@@ -150,15 +151,6 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
     except OverflowError:
         raise ValueError(f"date {text[:60]!r} is outside the years 1 to 9999 in UTC") from None
     return moment, flags
-
-
-def _text(value: Any) -> str | None:
-    """A value for a text column: strings as they are, numbers as their exact value, anything else NULL."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def _json_type(value: Any) -> str:
