@@ -1,0 +1,72 @@
+"""A/B of the worker's CPU half: preparing pages (read, validate, hash, build the statement's parameters).
+
+    .venv/bin/python bench/prepare_ab.py be13f05      # this tree against another revision, alternated
+
+Each side runs in a fresh interpreter on the same bodies (2,000 synthetic releases of ~4 KB in pages of 200, the
+worker bench's), best of 5 by process time, next to ``json.loads`` of the same bodies; the other revision's
+``src`` is taken with ``git archive`` into a temporary folder and put first on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def measure(bodies_file: str) -> None:
+    from ingest.pages import prepare_page
+
+    bodies = [body.encode() for body in json.loads(Path(bodies_file).read_text())]
+    releases = sum(body.count(b'"ocid"') for body in bodies)
+    for body in bodies:
+        prepare_page(body, "s", "c")
+
+    def best(work: object) -> float:
+        fastest = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            work()  # type: ignore[operator]
+            fastest = min(fastest, time.process_time() - started)
+        return fastest / releases * 1e6
+
+    prepare = best(lambda: [prepare_page(body, "s", "c") for body in bodies])
+    loads = best(lambda: [json.loads(body) for body in bodies])
+    print(json.dumps({"prepare_us": round(prepare, 1), "json_loads_us": round(loads, 1)}))
+
+
+def main(revision: str) -> int:
+    sys.path.insert(0, str(HERE))
+    from run import generate, paginate
+
+    pages = paginate(generate(2000, 4096, 1, 7), 200)
+    with tempfile.TemporaryDirectory() as folder:
+        bodies = Path(folder) / "bodies.json"
+        bodies.write_text(json.dumps([json.dumps({"uri": "https://example.org/p", "publisher": {"name": "p"},
+                                                  "version": "1.1", "releases": page}) for page in pages]))
+        other = Path(folder) / "other"
+        other.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
+        sides = {revision: str(other / "src"), "this tree": str(ROOT / "src")}
+        for _ in range(3):
+            for name, src in sides.items():
+                code = f"import sys; sys.path.insert(0, {src!r}); sys.path.insert(1, {str(HERE)!r}); " \
+                       f"import prepare_ab; prepare_ab.measure({str(bodies)!r})"
+                out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+                figures = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"{name:>10}: prepare {figures['prepare_us']:6.1f} us/release, json.loads "
+                      f"{figures['json_loads_us']:5.1f} us/release, "
+                      f"ratio {figures['prepare_us'] / figures['json_loads_us']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "HEAD"))
