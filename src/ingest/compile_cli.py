@@ -29,6 +29,9 @@ def run(db: Database, *, ocid: str | None, source: str | None, versioned: bool,
     started = time.perf_counter()
     ocids = [ocid] if ocid else ocids_to_compile(db, source)
     result = compile_ocids(db, ocids, force=True)
+    if ocid and not result.compiled:
+        raise ConfigurationError(f"nothing is stored for ocid {ocid!r} (no release, no publisher's compiled "
+                                 "release): check the ocid, or load its releases first")
     print(f"compiled {result.compiled} of {len(ocids)} contracting processes from {result.merges} releases "
           f"in {time.perf_counter() - started:.2f} s", file=out)
     return 0
