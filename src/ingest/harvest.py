@@ -134,17 +134,37 @@ class _Member(msgspec.Struct):
     date: Any = None
 
 
+_PAGE = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[msgspec.Raw])
+_PACKAGE = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _small_members(members: dict[str, Any]) -> dict[str, Any]:
+    """A package's members parsed exactly (the links to follow), but its releases or records array left as []:
+    the walk needs only their count, and reading them whole would hold a worst page in memory several times."""
+    return {key: [] if key in ("releases", "records") and jsontext.text_of(member).lstrip()[:1] == "["
+            else jsontext.value_of(member) for key, member in members.items()}
+
+
 def _package_members(text: str) -> Any:
-    """A page's packages with their small members parsed exactly (the links to follow) and the arrays kept
-    unparsed: one bad release must not stop the walk, the worker isolates it. None if it is not JSON."""
-    value = jsontext.value_of(text)
-    if value is not None:
-        return value
-    members = documents.object_members(text) if documents.is_closed(text) else None  # cut off: fetch it again
-    if not members:
-        return None
-    return {key: [] if key in ("releases", "records") else jsontext.value_of(member)
-            for key, member in members.items()}
+    """A page's packages with their small members parsed (``_small_members``); one bad release must not stop the
+    walk (the worker isolates it), so a page that is not JSON as a whole is split leniently. None if it is not
+    JSON at all, or was cut off (it is then fetched again)."""
+    try:
+        page = _PAGE.decode(text)
+    except msgspec.ValidationError:
+        return jsontext.value_of(text)  # a scalar: not a page
+    except jsontext.PARSE_ERRORS:
+        members = documents.object_members(text) if documents.is_closed(text) else None
+        return _small_members(members) if members else None
+    if isinstance(page, dict):
+        return _small_members(page)
+    packages = []
+    for element in page:
+        try:
+            packages.append(_small_members(_PACKAGE.decode(element)))
+        except msgspec.ValidationError:
+            packages.append(jsontext.value_of(element))  # not an object: refused below
+    return packages
 
 
 def parse_page(raw: bytes, url: str) -> ParsedPage:

@@ -200,20 +200,9 @@ def lone_surrogate_escape(text: str) -> bool:
     return high_ends_at is not None
 
 
-def lone_surrogate(value: Any) -> bool:
-    """Whether a string or key anywhere in ``value`` holds a lone surrogate (not Unicode text)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if not _encodable(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+def has_lone_surrogate(text: str) -> bool:
+    """Whether the text holds a lone surrogate character (not Unicode text; not an escape, see above)."""
+    return not _encodable(text)
 
 
 def _encodable(text: str) -> bool:

@@ -157,7 +157,7 @@ def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool 
                          prepared.context, prepared.strategy, prepared.parameters)
     ocids_compiled = compile_ocids(
         db, [row.ocid for row in prepared.rows] + [row.ocid for row in prepared.compiled],
-        known={row.key: (row.content_hash, row.data_text) for row in prepared.rows}).compiled if compile_releases else 0
+        known={row.key: (row.content_hash, row.value) for row in prepared.rows}).compiled if compile_releases else 0
     refused = written.refused or []
     result = PageResult(
         releases_read=prepared.releases_read,

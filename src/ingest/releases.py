@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -57,6 +57,8 @@ class ReleaseRow:
     data_text: str
     position: str = ""  # where in the document it came from (not stored; used if PostgreSQL refuses it)
     published: str | None = None  # the published text when it differs from data_text (for the quarantine)
+    # The release parsed exactly, as reading it left it (not stored): compiling the page's ocids merges it as is.
+    value: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -199,7 +201,7 @@ def _parse(text: str) -> tuple[Any, int]:
         if isinstance(exc.__cause__, jsontext.NumberOutOfRange):
             raise _Reject("number_out_of_range", str(exc.__cause__)) from None
         # msgspec refuses lone surrogates, which jsonb refuses too (even where a repeated key drops the value).
-        if jsontext.lone_surrogate(text) or jsontext.lone_surrogate_escape(text):
+        if jsontext.has_lone_surrogate(text) or jsontext.lone_surrogate_escape(text):
             raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text "
                           "(PostgreSQL cannot store it)") from None
         try:
@@ -339,6 +341,7 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             data_text=read.text,
             position=found.position,
             published=None if read.published is read.text else read.published,
+            value=release,
         )
     except _Reject as reject:
         # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.

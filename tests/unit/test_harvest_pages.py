@@ -36,7 +36,8 @@ def test_numbers_in_a_page_are_read_exactly() -> None:
     assert str(page.value["pagination"]["x"]) == "0.1"
 
 
-@pytest.mark.parametrize("raw", [b'{"uri":"u","releases":[' + GOOD.encode() + b",{", b"<html>oops</html>", b""])
+@pytest.mark.parametrize("raw", [b'{"uri":"u","releases":[' + GOOD.encode() + b",{", b"<html>oops</html>", b"",
+                                 b'{"releases":{"not":"an array"}}', b'[{"releases":null}]', b"[1]", b"7"])
 def test_a_cut_off_or_non_json_page_is_refused_so_it_is_fetched_again(raw: bytes) -> None:
     with pytest.raises(PageNotOcds):
         parse_page(raw, "https://example.org/page/1")
@@ -47,3 +48,8 @@ def test_the_newest_date_of_a_page_is_its_watermark() -> None:
     page = parse_page(json.dumps({"releases": releases}).encode(), "u")
     assert page.newest is not None and page.newest.isoformat() == "2022-05-01T00:00:00+00:00"
     assert page.releases == 3
+
+
+def test_a_list_page_pages_on_from_its_first_package() -> None:
+    page = parse_page(('[{"releases":[' + GOOD + ']},{"records":[]}]').encode(), "u")
+    assert page.releases == 1 and page.value[0]["releases"] == [] and page.value[1]["records"] == []

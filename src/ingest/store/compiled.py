@@ -141,14 +141,14 @@ class _Plan:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-Known = dict[tuple[str, str], tuple[bytes, str]]
+Known = dict[tuple[str, str], tuple[bytes, Any]]
 
 
 def compile_ocids(db: Database, ocids: Iterable[str], *, force: bool = False, known: Known | None = None
                   ) -> CompileResult:
     """Bring the compiled releases of ``ocids`` up to date; ``force`` re-merges each from scratch (after an
-    upgrade of the rules). ``known`` maps (ocid, release id) to (content hash, JSON text) of releases the caller
-    has at hand (the page just written): a stored release with that hash is not read back."""
+    upgrade of the rules). ``known`` maps (ocid, release id) to (content hash, the release parsed exactly) of releases
+    the caller has at hand (the page just written): a stored release with that hash is not read back."""
     result = CompileResult()
     ordered = sorted(set(ocids))
     for start in range(0, len(ordered), BATCH_OCIDS):
@@ -245,7 +245,9 @@ def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileRe
         onto = loads(stored[plan.ocid]) if plan.onto else None
         head = plan.keys[:plan.onto]
         try:
-            compiled: dict[str, Any] | None = compile_releases([loads(row[7]) for row in tail],
+            # A release of the page just written comes parsed already (``known``); one read back is JSON text.
+            compiled: dict[str, Any] | None = compile_releases([loads(row[7]) if isinstance(row[7], str)
+                                                                else row[7] for row in tail],
                                                                merge_rules(plan.version), onto=onto)
             error = None
         except MergeFailed as failed:
