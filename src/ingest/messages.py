@@ -98,7 +98,7 @@ def parse(body: str, source_attribute: str | None = None) -> PageRequest:
         members = documents.object_members(body)
         if members is None or "version" not in members or not set(members) <= _ENVELOPE_KEYS:
             return bare  # the reader records what is broken
-        return _envelope({key: members[key] for key in members}, body)
+        return _envelope(members, body)
     if isinstance(envelope, list) or envelope.version is msgspec.UNSET:
         return bare
     return _envelope({name: getattr(envelope, name) for name in _ENVELOPE_KEYS

@@ -35,6 +35,7 @@ from ingest.compile import (
     ocid_schema_version,
 )
 from ingest.store.connection import Database
+from ingest.store.writer import array_literal
 
 # Ocids per transaction: bounds the locks held, the memory of one batch and the size of the upsert.
 BATCH_OCIDS = 250
@@ -161,7 +162,7 @@ def compile_ocids(db: Database, ocids: Iterable[str], *, force: bool = False, kn
 def _compile_batch(db: Database, ocids: list[str], force: bool, known: Known) -> CompileResult:
     where = f"compiling {len(ocids)} contracting processes"
     db.execute(_LOCK, where, keys=_bigint_array(sorted({lock_key(ocid) for ocid in ocids})))
-    listed = _text_array(ocids)
+    listed = array_literal(ocids)
     states = {row[0]: row for row in db.execute(_STATES, where, ocids=listed)}
     keys: dict[str, list[_Key]] = defaultdict(list)
     for ocid, release_id, release_date, content_hash, version, source, date_text in db.execute(
@@ -229,11 +230,11 @@ def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileRe
             else:
                 wanted.append((plan.ocid, key.release_id))
     if wanted:
-        for row in db.execute(_RELEASES, where, ocids=_text_array([o for o, _ in wanted]),
-                              ids=_text_array([i for _, i in wanted])):
+        for row in db.execute(_RELEASES, where, ocids=array_literal([o for o, _ in wanted]),
+                              ids=array_literal([i for _, i in wanted])):
             fetched[(row[0], row[1])] = row
     incremental = [plan.ocid for plan in plans if plan.onto]
-    stored = dict(db.execute(_COMPILED_DATA, where, ocids=_text_array(incremental))) if incremental else {}
+    stored = dict(db.execute(_COMPILED_DATA, where, ocids=array_literal(incremental))) if incremental else {}
 
     rows = []
     for plan in plans:
@@ -272,7 +273,7 @@ def _publisher_rows(db: Database, ocids: list[str], where: str) -> list[str]:
     if not ocids:
         return []
     rows = []
-    for ocid, publisher_hash, source, text in db.execute(_PUBLISHER_DATA, where, ocids=_text_array(ocids)):
+    for ocid, publisher_hash, source, text in db.execute(_PUBLISHER_DATA, where, ocids=array_literal(ocids)):
         if text is None:
             continue
         compiled = loads(text)
@@ -300,10 +301,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _iso(micros: int | None) -> str:
     return "null" if micros is None else f'"{(_EPOCH + timedelta(microseconds=micros)).isoformat()}"'
-
-
-def _text_array(values: Sequence[str]) -> str:
-    return "{" + ",".join('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values) + "}"
 
 
 def _bigint_array(values: Sequence[int]) -> str:

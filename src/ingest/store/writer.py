@@ -185,21 +185,21 @@ def page_parameter(releases: Sequence[ReleaseRow], rejections: Sequence[Rejectio
     )
 
 
-def _array_literal(values: Sequence[str | None]) -> str:
+def array_literal(values: Sequence[str | None]) -> str:
     """A PostgreSQL array literal, escaped with C-speed string methods (pg8000 escapes arrays per character)."""
     return "{" + ",".join("NULL" if value is None else
                           '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values) + "}"
 
 
 def _list_literal(values: list[str] | None) -> str | None:
-    return None if values is None else _array_literal(values)
+    return None if values is None else array_literal(values)
 
 
 def unnest_parameters(releases: Sequence[ReleaseRow]) -> dict[str, str]:
     """One array literal per column, for the ``unnest`` strategy (pure)."""
     keys = [key for _, key, _ in _RELEASE_COLUMNS]
     columns = list(zip(*map(_row_values, releases), strict=True)) or [()] * len(keys)
-    return {key: _array_literal(values) for key, values in zip(keys, columns, strict=True)}
+    return {key: array_literal(values) for key, values in zip(keys, columns, strict=True)}
 
 
 def _row_values(row: ReleaseRow) -> tuple[str | None, ...]:
