@@ -9,7 +9,7 @@ PYTHON313 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13
 VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed
 
-.PHONY: demo test test-py313 bench build build-HarvestFunction build-WorkerFunction build-MigrateFunction lint clean stop
+.PHONY: demo test test-py313 bench build build-HarvestFunction build-WorkerFunction build-CompileFunction build-MigrateFunction lint clean stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,7 @@ build: $(STAMP)
 	$(BIN)/python tools/build_lambda.py $(PYTHON313)
 
 # `sam build` (BuildMethod: makefile) calls build-<Function> with ARTIFACTS_DIR: the same lean package.
-build-HarvestFunction build-WorkerFunction build-MigrateFunction: $(STAMP)
+build-HarvestFunction build-WorkerFunction build-CompileFunction build-MigrateFunction: $(STAMP)
 	$(BIN)/python tools/build_lambda.py $(PYTHON313) --into "$(ARTIFACTS_DIR)"
 
 # `make bench ARGS=--quick` for a smoke run (written to build/, not over the tracked bench/results.json).

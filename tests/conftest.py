@@ -61,7 +61,7 @@ def db(migrated: str) -> Iterator[Database]:
     """A connection to an empty, migrated database."""
     database = connect_url(migrated)
     database.run("TRUNCATE releases, rejected_releases, compiled_releases, rejected_messages, harvest_state, "
-                 "harvest_runs, source_limits", "emptying the tables")
+                 "harvest_runs, source_limits, compile_pending", "emptying the tables")
     try:
         yield database
     finally:

@@ -200,13 +200,18 @@ def write_strategy() -> str:
     return value
 
 
-def compile_releases() -> bool:
-    """COMPILE_RELEASES: keep compiled_releases current as pages arrive (default on; "false" or "0" turns it off,
-    e.g. for a bulk backfill followed by one ``ocds-ingest compile``)."""
-    value = (os.environ.get("COMPILE_RELEASES") or "true").strip().lower()
-    if value not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-        raise ConfigurationError(f"COMPILE_RELEASES is {value!r}: give true or false")
-    return value in ("true", "1", "yes", "on")
+def compile_releases() -> str:
+    """COMPILE_RELEASES: how compiled_releases is kept current (ingest.store.compiled.COMPILE_MODES). ``deferred``
+    (the default, the stack's): the worker marks the ocids it changed and the compile function compiles them;
+    ``inline``: the worker compiles after each page; ``off``: nothing until ``ocds-ingest compile``. "true" and
+    "false" still mean inline and off."""
+    from ingest.store.compiled import COMPILE_MODES, compile_mode
+
+    value = os.environ.get("COMPILE_RELEASES") or "deferred"
+    try:
+        return compile_mode(value)
+    except ValueError:
+        raise ConfigurationError(f"COMPILE_RELEASES is {value!r}: give one of {', '.join(COMPILE_MODES)}") from None
 
 
 def time_safety_margin_ms() -> int:

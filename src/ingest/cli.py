@@ -145,7 +145,7 @@ def add_migrate(commands: Any) -> None:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from ingest import file_loader, inputs
+    from ingest import compile_cli, file_loader, inputs
     from ingest.store.connection import connect_url
     from ingest.store.migrate import migrate
 
@@ -163,19 +163,25 @@ def cmd_load(args: argparse.Namespace) -> int:
     progress = file_loader.Progress(sum(size or 0 for size in sizes) or None, enabled=args.progress)
     try:
         migrate(db)
+        # Each batch marks the ocids it changed; they are compiled once, at the end (an ocid whose releases are
+        # spread over many batches is merged once, not once per batch).
         file_loader.load(db, files, args.source, args.batch_size, strategy, loaded, progress,
-                         compile_releases=not args.no_compile)
+                         compile_releases="deferred")
+        progress.close()
+        compiled = None if args.no_compile else compile_cli.pending_summary(db)
     except KeyboardInterrupt:
         progress.close()
         result = loaded.result
         print(f"ocds-ingest load: interrupted; committed: {result.inserted} inserted, {result.updated} updated, "
               f"{result.rejected_total} rejected ({result.releases_read} releases read). Run the same command again "
-              "to finish: stored releases are skipped.", file=sys.stderr)
+              "to finish: stored releases are skipped, and what is not compiled yet is compiled.", file=sys.stderr)
         return 130
     finally:
         progress.close()
         db.close()
     print(file_loader.summary(loaded))
+    print(f"compiling        {compiled}" if compiled else
+          "compiling        skipped (--no-compile): run `ocds-ingest compile --pending`")
     if loaded.not_json:
         print(f"not JSON (one invalid_json rejection each): {', '.join(loaded.not_json[:5])}"
               f"{' …' if len(loaded.not_json) > 5 else ''}", file=sys.stderr)
@@ -212,7 +218,8 @@ def add_load(commands: Any) -> None:
     load.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                       help="show a progress bar (default: only on a terminal)")
     load.add_argument("--no-compile", action="store_true",
-                      help="do not keep compiled_releases current while loading (run `ocds-ingest compile` after)")
+                      help="do not compile the loaded contracting processes (run `ocds-ingest compile --pending` "
+                      "after)")
     load.set_defaults(run=cmd_load)
 
 
@@ -225,7 +232,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
     db = connect_url(database_url())
     try:
-        return run(db, ocid=args.ocid, source=args.source, versioned=args.versioned)
+        return run(db, ocid=args.ocid, source=args.source, versioned=args.versioned, pending=args.pending)
     finally:
         db.close()
 
@@ -235,9 +242,13 @@ def add_compile(commands: Any) -> None:
         "compile", help="re-compile compiled_releases from the stored releases",
         description="Re-compile the compiled release of every contracting process (or one --ocid, or those of one "
         "--source) from the stored releases, by the merge rules of their OCDS version: after an upgrade of the "
-        "rules, or a load with --no-compile. With --versioned --ocid X, print X's versioned release instead.")
+        "rules. With --pending, compile only the contracting processes whose releases changed since they were last "
+        "compiled (what the compile function does; after a load with --no-compile). With --versioned --ocid X, "
+        "print X's versioned release instead.")
     compile_.add_argument("--ocid", help="only this contracting process")
     compile_.add_argument("--source", type=source_name, help="only the contracting processes of this source")
+    compile_.add_argument("--pending", action="store_true",
+                          help="only those whose releases changed since they were last compiled")
     compile_.add_argument("--versioned", action="store_true", help="print the versioned release of --ocid")
     compile_.set_defaults(run=cmd_compile)
 
@@ -258,11 +269,12 @@ def _pipeline(sources: list[Any], url: str, *, served: int = 0, verbose: bool = 
 
     write_strategy()
     with quiet(verbose), tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
+        import handler.compile
         import handler.harvest
         import handler.worker
 
         return run(sources, url, handler.harvest.lambda_handler, handler.worker.lambda_handler, Path(workdir),
-                   served=served)
+                   compile_step=handler.compile.lambda_handler, served=served)
 
 
 def _interrupted(command: str, what: str) -> int:

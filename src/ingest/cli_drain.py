@@ -50,15 +50,23 @@ def run(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from ingest.local_pipeline import database_now, environment, quiet, quiet_handler, rejected_messages_since
+    from ingest.local_pipeline import (
+        compile_line,
+        database_now,
+        environment,
+        quiet,
+        quiet_handler,
+        rejected_messages_since,
+    )
 
     url = os.environ["DATABASE_URL"]
     started_at = database_now(url)
     # The handler's own SQS client (messages told to wait go back on this queue) uses the same endpoint.
     sqs_endpoint = {"AWS_ENDPOINT_URL_SQS": args.endpoint_url} if args.endpoint_url else {}
     with environment(sqs_endpoint), quiet(args.verbose):
+        import handler.compile
         import handler.worker
-        from ingest.queue import EventSourceEmulator
+        from ingest.queue import EventSourceEmulator, LocalContext
 
         began = time.perf_counter()
         try:
@@ -67,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
                                            batch_size=min(args.batch_size, 10),
                                            function_timeout_seconds=args.timeout)
             total = emulator.drain()
+            # Then the compile step once, as the scheduled compile function would (a worker set to compile
+            # inline, or not at all, leaves nothing for it).
+            compiled = quiet_handler(handler.compile.lambda_handler)({}, LocalContext(900))
         except KeyboardInterrupt:
             print("ocds-ingest drain: interrupted; the messages already handled are written and deleted, the rest "
                   "stay in the queue", file=sys.stderr)
@@ -78,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"messages received {total.received}: {written} written, {rejected} rejected (see rejected_messages), "
           f"{total.failed} reported for retry, {total.handler_errors} invocation errors "
           f"({time.perf_counter() - began:.1f} s)")
+    print(compile_line(compiled))
     if total.failed or total.handler_errors:
         if not args.verbose:
             print("run it again with --verbose to see why messages failed", file=sys.stderr)

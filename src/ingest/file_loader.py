@@ -102,7 +102,7 @@ class _StopAfterBatch:
 
 
 def load(db: Database, files: Sequence[Path], source: str, batch_size: int, strategy: str, loaded: Loaded,
-         progress: Progress, compile_releases: bool = True) -> None:
+         progress: Progress, compile_releases: bool | str = True) -> None:
     """Load every document of ``files``; ``loaded`` is updated after each committed batch. Ctrl-C stops after
     the batch being written (KeyboardInterrupt), so ``loaded`` is exactly what was committed."""
     with _StopAfterBatch() as stop:
@@ -110,7 +110,7 @@ def load(db: Database, files: Sequence[Path], source: str, batch_size: int, stra
 
 
 def _load(db: Database, files: Sequence[Path], source: str, batch_size: int, strategy: str, loaded: Loaded,
-          progress: Progress, stop: _StopAfterBatch, compile_releases: bool) -> None:
+          progress: Progress, stop: _StopAfterBatch, compile_releases: bool | str) -> None:
     for path in files:
         for member in inputs.members(path, progress.advance):
             try:
@@ -123,7 +123,7 @@ def _load(db: Database, files: Sequence[Path], source: str, batch_size: int, str
 
 
 def _load_member(db: Database, member: inputs.Member, source: str, batch_size: int, strategy: str,
-                 loaded: Loaded, progress: Progress, stop: _StopAfterBatch, compile_releases: bool) -> None:
+                 loaded: Loaded, progress: Progress, stop: _StopAfterBatch, compile_releases: bool | str) -> None:
     loaded.documents += 1
     progress.show(loaded, member.name)
     if member.size is not None:  # a plain file: its size decides between reading it whole and streaming it

@@ -41,6 +41,7 @@ class PipelineSummary:
     dead_letters: int
     seconds: float
     served: int
+    compiled: dict[str, Any] | None = None  # the compile step's response, when one ran
 
     @property
     def status(self) -> int:
@@ -64,6 +65,7 @@ class PipelineSummary:
             f"{max(0, self.served - inserted - self.updated - self.rejected_releases)} unchanged, "
             f"{self.rejected_releases} rejected (rejected_releases)",
             f"messages         {self.rejected_messages} rejected (rejected_messages), {self.dead_letters} in the DLQ",
+            *([compile_line(self.compiled)] if self.compiled is not None else []),
             f"elapsed          {self.seconds:.2f} s ({rate:,.0f} releases/s end to end)",
         ]
         return "\n".join(lines)
@@ -195,9 +197,17 @@ def _state_kept_unless_drained(database_url: str, states: dict[str, HarvestState
         raise Interrupted from None
 
 
+def compile_line(response: dict[str, Any]) -> str:
+    """The compile step's response (handler/compile.py) as one line of a summary."""
+    return (f"compiled         {response['compiled']} contracting processes by the compile step "
+            f"({response['unchanged']} already current), {response['pending']} still pending")
+
+
 def run(sources: list[Source], database_url: str, harvest: Handler, worker: Handler, workdir: Path, *,
-        served: int = 0, say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> PipelineSummary:
-    """Harvest ``sources`` into the local queue, then drain it through the worker into ``database_url``."""
+        compile_step: Handler | None = None, served: int = 0,
+        say: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> PipelineSummary:
+    """Harvest ``sources`` into the local queue, drain it through the worker into ``database_url``, then run the
+    compile step once (in AWS it runs on a schedule)."""
     import boto3
 
     from ingest.store.migrate import migrate
@@ -250,6 +260,10 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
         # A failed message comes back after 5 s, not the deployed queue's 730 s: a local run does not wait 12 minutes.
         drained = EventSourceEmulator(sqs, queue_url, worker, batch_size=5, function_timeout_seconds=120,
                                       retry_visibility_seconds=5).drain(on_poll=progress)
+        compiled = None
+        if compile_step is not None:
+            say("compiling the contracting processes the worker changed …")
+            compiled = quiet_handler(compile_step)({}, LocalContext(900))
         seconds = time.perf_counter() - started
         dead = int(sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
                    ["Attributes"]["ApproximateNumberOfMessages"])
@@ -261,7 +275,8 @@ def run(sources: list[Source], database_url: str, harvest: Handler, worker: Hand
         rejected_releases=int(_scalar(database_url, "SELECT count(*) FROM rejected_releases "
                                                     "WHERE rejected_at > :since", since=started_at)),
         rejected_messages=rejected_messages_since(database_url, started_at),
-        dead_letters=dead, seconds=seconds, served=served or sum(result["releases"] for result in harvests))
+        dead_letters=dead, seconds=seconds, served=served or sum(result["releases"] for result in harvests),
+        compiled=compiled)
 
 
 def _as_config(source: Source) -> dict[str, Any]:

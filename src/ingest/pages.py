@@ -26,7 +26,7 @@ from ingest.releases import (
     to_row,
     unreadable_to_rejection,
 )
-from ingest.store.compiled import compile_ocids
+from ingest.store.compiled import compile_mode, compile_ocids
 from ingest.store.connection import Database
 from ingest.store.writer import DEFAULT_STRATEGY, statement_parameters, write_page
 
@@ -149,15 +149,18 @@ def prepare_page(page: Any, source: str, context: str = "", strategy: str = DEFA
     return prepared
 
 
-def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool = True) -> PageResult:
-    """Write a prepared page in one transaction (one statement unless PostgreSQL refuses a row), then bring the
-    compiled releases of its ocids up to date (``store.compiled``: its own transaction, after the write commits)."""
+def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool | str = True) -> PageResult:
+    """Write a prepared page in one transaction (one statement unless PostgreSQL refuses a row). Then, by
+    ``compile_releases`` (``store.compiled.COMPILE_MODES``; True is ``inline``): ``inline`` brings the compiled
+    releases of its ocids up to date (its own transaction, after the write commits); ``deferred`` has the write
+    itself mark the ocids it changed for the compile step; ``off`` does neither."""
+    mode = compile_mode(compile_releases)
     round_trips_before = db.round_trips
     written = write_page(db, prepared.rows, prepared.rejections, prepared.compiled, prepared.source,
-                         prepared.context, prepared.strategy, prepared.parameters)
+                         prepared.context, prepared.strategy, prepared.parameters, mark_pending=mode == "deferred")
     ocids_compiled = compile_ocids(
         db, [row.ocid for row in prepared.rows] + [row.ocid for row in prepared.compiled],
-        known={row.key: (row.content_hash, row.value) for row in prepared.rows}).compiled if compile_releases else 0
+        known={row.key: (row.content_hash, row.value) for row in prepared.rows}).compiled if mode == "inline" else 0
     refused = written.refused or []
     result = PageResult(
         releases_read=prepared.releases_read,
@@ -177,13 +180,13 @@ def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool 
 
 
 def save_items(db: Database, items: Iterable[Item], source: str, context: str = "",
-               strategy: str = DEFAULT_STRATEGY, compile_releases: bool = True) -> PageResult:
+               strategy: str = DEFAULT_STRATEGY, compile_releases: bool | str = True) -> PageResult:
     """Write already-read items as one page, in one transaction."""
     return write_prepared(db, prepare_items(items, source, context, strategy), compile_releases)
 
 
 def save_page(db: Database, page: Any, source: str, context: str = "",
-              strategy: str = DEFAULT_STRATEGY, compile_releases: bool = True) -> PageResult:
+              strategy: str = DEFAULT_STRATEGY, compile_releases: bool | str = True) -> PageResult:
     """Read a page in any OCDS shape and write it: the library's entry point.
 
     ``page`` is bytes or text (any encoding and shape the reader knows), a parsed package, record or release,
@@ -200,7 +203,7 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 def load_stream(db: Database, binary: BinaryIO, size_bytes: int, source: str, context: str,
                 batch_size: int = DEFAULT_BATCH_SIZE, strategy: str = DEFAULT_STRATEGY,
-                compile_releases: bool = True) -> Iterator[PageResult]:
+                compile_releases: bool | str = True) -> Iterator[PageResult]:
     """Load a file of any size: small ones are read whole, large ones streamed; one transaction per batch."""
     if size_bytes <= documents.STREAM_THRESHOLD_BYTES:
         document = documents.read_bytes(binary.read())

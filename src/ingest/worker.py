@@ -195,7 +195,7 @@ class Worker:
     def __init__(self, connections: Connections, sources: dict[str, Source], *,
                  fetcher: Callable[[], Any] | None = None, s3: Callable[[], Any] | None = None,
                  max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY,
-                 unavailable: dict[str, str] | None = None, compile_releases: bool = True) -> None:
+                 unavailable: dict[str, str] | None = None, compile_releases: bool | str = True) -> None:
         self.connections = connections
         self.sources = sources
         self.unavailable = unavailable or {}  # source name -> why it cannot be fetched now (its auth secret)

@@ -28,9 +28,9 @@ EVENT_FILES = sorted(path.name for path in EVENTS.glob("*.json") if path.name !=
 
 def test_the_events_folder_holds_every_path() -> None:
     assert EVENT_FILES == [
-        "cfn_migrate_create.json", "schedule_backfill.json", "schedule_classic_scheduled_event.json",
-        "schedule_scheduler_default.json", "schedule_source.json", "sqs_inline_page.json", "sqs_mixed_batch.json",
-        "sqs_s3_page.json", "sqs_url_page.json"]
+        "cfn_migrate_create.json", "compile_schedule.json", "schedule_backfill.json",
+        "schedule_classic_scheduled_event.json", "schedule_scheduler_default.json", "schedule_source.json",
+        "sqs_inline_page.json", "sqs_mixed_batch.json", "sqs_s3_page.json", "sqs_url_page.json"]
 
 
 @pytest.mark.parametrize("name", [name for name in EVENT_FILES if name.startswith("sqs_")])
@@ -182,7 +182,8 @@ def test_ocds_ingest_invoke_runs_every_event_file(db: Database, migrated: str, a
         env_vars.write_text(json.dumps({"Parameters": {
             "DATABASE_URL": migrated, "SOURCES_JSON": json.dumps(sources), "PAGES_QUEUE_URL": queue_url,
             "PAGES_BUCKET": "ocds-ingest-pages-123456789012", "TIME_SAFETY_MARGIN_MS": "1000"}}))
-        function = {"sqs": "WorkerFunction", "sch": "HarvestFunction", "cfn": "MigrateFunction"}[name[:3]]
+        function = {"sqs": "WorkerFunction", "sch": "HarvestFunction", "cfn": "MigrateFunction",
+                    "com": "CompileFunction"}[name[:3]]
         # WHEN it is invoked as sam local invoke would, without Docker
         code, response, err = invoke_cli(function, event, env_vars, capfd)
     # THEN it answers as the handler does in the tests that call it directly, and reports its resources
@@ -192,6 +193,8 @@ def test_ocds_ingest_invoke_runs_every_event_file(db: Database, migrated: str, a
         assert response == {"batchItemFailures": []}
     elif function == "HarvestFunction":
         assert [(r["source"], r["status"], r["pages"]) for r in response["results"]] == [("local", "complete", 3)]
+    elif function == "CompileFunction":
+        assert response["pending"] == 0 and response["oldest_pending_seconds"] == 0
     else:
         [answer] = _CloudFormation.answers
         assert answer["Status"] == "SUCCESS"

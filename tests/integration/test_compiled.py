@@ -329,10 +329,11 @@ def test_compile_releases_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from ingest.errors import ConfigurationError
 
     monkeypatch.delenv("COMPILE_RELEASES", raising=False)
-    assert environment.compile_releases() is True
-    for value, expected in (("false", False), ("0", False), ("OFF", False), ("true", True), ("yes", True)):
+    assert environment.compile_releases() == "deferred"
+    for value, expected in (("false", "off"), ("0", "off"), ("OFF", "off"), ("true", "inline"), ("yes", "inline"),
+                            ("Deferred", "deferred"), (" inline ", "inline")):
         monkeypatch.setenv("COMPILE_RELEASES", value)
-        assert environment.compile_releases() is expected
+        assert environment.compile_releases() == expected
     monkeypatch.setenv("COMPILE_RELEASES", "maybe")
     with pytest.raises(ConfigurationError, match="COMPILE_RELEASES"):
         environment.compile_releases()

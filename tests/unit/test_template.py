@@ -108,7 +108,7 @@ def test_the_worker_reports_partial_batch_failures_and_the_queue_has_a_dlq() -> 
 def test_every_function_is_python313_on_arm64_with_tracing() -> None:
     resources = translated(sam_template())["Resources"]
     functions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
-    assert len(functions) == 3
+    assert len(functions) == 4
     for function in functions:
         assert (function["Runtime"], function["Architectures"], function["TracingConfig"]) == \
             ("python3.13", ["arm64"], {"Mode": "Active"})
@@ -124,7 +124,7 @@ def test_no_policy_allows_every_action() -> None:
         assert '"*"' not in action and ':*"' not in action, action
 
 
-@pytest.mark.parametrize("name", ["HarvestFunction", "WorkerFunction", "MigrateFunction"])
+@pytest.mark.parametrize("name", ["HarvestFunction", "WorkerFunction", "CompileFunction", "MigrateFunction"])
 def test_every_handler_resolves_to_a_function_in_src_handler(name: str) -> None:
     handler = sam_template()["Resources"][name]["Properties"]["Handler"]
     module_name, function_name = handler.rsplit(".", 1)
@@ -284,7 +284,7 @@ def test_failures_throttles_slowness_and_every_dlq_have_alarms() -> None:
 def test_every_function_logs_to_its_own_group_with_the_retention_parameter() -> None:
     template = sam_template()
     assert template["Parameters"]["LogRetentionInDays"]["Default"] == 30
-    for name in ("HarvestFunction", "WorkerFunction", "MigrateFunction"):
+    for name in ("HarvestFunction", "WorkerFunction", "CompileFunction", "MigrateFunction"):
         group = template["Resources"][name]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         assert template["Resources"][group]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
 
@@ -293,8 +293,8 @@ def test_the_dashboard_is_valid_json_with_the_operator_s_widgets() -> None:
     body, values = sam_template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     text = re.sub(r"\$\{[^}]+\}", "x", body)
     titles = [widget["properties"]["title"] for widget in json.loads(text)["widgets"]]
-    assert len(titles) == 6
-    for word in ("per second", "Pages", "Rejections", "queue", "oldest"):
+    assert len(titles) == 7
+    for word in ("per second", "Pages", "Rejections", "queue", "oldest", "Compiling"):
         assert any(word in title for title in titles), word
 
 
@@ -304,16 +304,31 @@ def test_harvest_retries_are_bounded_and_failures_kept() -> None:
     assert config["Properties"]["MaximumRetryAttempts"] <= 2
     assert config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == \
         {"Fn::GetAtt": ["HarvestFailures", "Arn"]}
-    [schedule] = resources_of({"Resources": resources}, "AWS::Scheduler::Schedule").values()
-    assert schedule["Properties"]["Target"]["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]}}
+    schedules = resources_of({"Resources": resources}, "AWS::Scheduler::Schedule")
+    assert schedules["HarvestFunctionSchedule"]["Properties"]["Target"]["DeadLetterConfig"] == \
+        {"Arn": {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]}}
     assert resources["ScheduleDLQ"]["Properties"]["MessageRetentionPeriod"] == 1209600
+
+
+def test_the_compile_function_runs_on_its_own_schedule_and_the_worker_defers_to_it() -> None:
+    template = sam_template()
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["COMPILE_RELEASES"] == "deferred"
+    resources = translated(template)["Resources"]
+    schedule = resources_of({"Resources": resources}, "AWS::Scheduler::Schedule")["CompileFunctionSchedule"]
+    assert schedule["Properties"]["ScheduleExpression"] == {"Ref": "CompileScheduleExpression"}
+    assert template["Parameters"]["CompileScheduleExpression"]["Default"] == "rate(1 minute)"
+    # A missed run is made up by the next: no retry piles up on a slow database.
+    assert schedule["Properties"]["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    compile_ = template["Resources"]["CompileFunction"]["Properties"]
+    assert compile_["ReservedConcurrentExecutions"] == {"Ref": "CompileMaximumConcurrency"}
+    assert template["Parameters"]["CompileMaximumConcurrency"]["Default"] == 2
 
 
 def test_the_migration_has_a_service_timeout_and_comes_first() -> None:
     resources = translated(sam_template())["Resources"]
     migration = resources["SchemaMigration"]["Properties"]
     assert resources["MigrateFunction"]["Properties"]["Timeout"] < migration["ServiceTimeout"] <= 3600
-    for name in ("HarvestFunction", "WorkerFunction"):
+    for name in ("HarvestFunction", "WorkerFunction", "CompileFunction"):
         assert "SchemaMigration" in resources[name]["DependsOn"]
 
 
@@ -330,12 +345,14 @@ def test_least_privilege() -> None:
     harvest = role_statements(resources, "HarvestFunction")
     worker = role_statements(resources, "WorkerFunction")
     migrate = role_statements(resources, "MigrateFunction")
-    s3_of = [s for s in harvest + worker + migrate if "s3:" in json.dumps(s.get("Action"))]
+    compile_ = role_statements(resources, "CompileFunction")
+    s3_of = [s for s in harvest + worker + migrate + compile_ if "s3:" in json.dumps(s.get("Action"))]
     assert [(s["Action"], s["Resource"]) for s in s3_of] == [
         ("s3:PutObject", {"Fn::Sub": "${PagesBucket.Arn}/pages/*"}),
         ("s3:GetObject", {"Fn::Sub": "${PagesBucket.Arn}/pages/*"})]
-    assert not [s for s in migrate if "ssm:" in json.dumps(s.get("Action"))]
-    for statements in (harvest, worker, migrate):
+    assert not [s for s in migrate + compile_ if "ssm:" in json.dumps(s.get("Action"))]
+    assert not [s for s in compile_ if "sqs:" in json.dumps(s.get("Action"))]
+    for statements in (harvest, worker, migrate, compile_):
         [connect] = [s for s in statements if s.get("Action") == "rds-db:connect"]
         assert "dbuser:${DatabaseResourceId}/${DatabaseIamUser}" in connect["Resource"]["Fn::Sub"]
     denial = resources["PagesBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
@@ -356,7 +373,7 @@ def test_vpc_endpoints_are_offered_with_the_s3_gateway_at_least() -> None:
 
 def test_env_json_runs_locally_without_tls_and_gives_the_harvest_its_sources() -> None:
     env = json.loads((ROOT / "events" / "env.json").read_text())
-    for function in ("WorkerFunction", "HarvestFunction", "MigrateFunction"):
+    for function in ("WorkerFunction", "HarvestFunction", "CompileFunction", "MigrateFunction"):
         url = env[function]["DATABASE_URL"]
         assert "host.docker.internal" in url and "sslmode=disable" in url, function
     sources = json.loads(env["HarvestFunction"]["SOURCES_JSON"])["sources"]

@@ -1,7 +1,13 @@
 """Keeping ``compiled_releases`` current: lock the ocids, read their releases, merge, upsert (the SQL of it).
 
-Called after a page's rows are written (``pages.write_prepared``), for every ocid the page touched, in its own
-transaction; and by ``ocds-ingest compile``.
+Three modes (``COMPILE_MODES``; the worker's COMPILE_RELEASES):
+- ``deferred`` (the stack's): the page statement records the ocids it changed in ``compile_pending``, in the same
+  transaction; the compile step (``compile_pending``: the scheduled compile function, ``ocds-ingest compile
+  --pending``) claims those marks with FOR UPDATE SKIP LOCKED, compiles their ocids and deletes the marks in one
+  transaction. The worker's time per page is then the write alone; many compile steps can run at once.
+- ``inline``: after a page's rows are written (``pages.write_prepared``), every ocid the page touched is compiled
+  in its own transaction.
+- ``off``: nothing (``ocds-ingest compile`` re-compiles everything later).
 
 Lock order and why nothing is lost. Each batch of ocids takes one transaction-level advisory lock per ocid, in
 ascending key order, in one statement, before it reads anything; only then does it read (a later statement, so a
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +46,22 @@ from ingest.store.writer import array_literal
 # Ocids per transaction: bounds the locks held, the memory of one batch and the size of the upsert.
 BATCH_OCIDS = 250
 
+COMPILE_MODES = ("deferred", "inline", "off")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no")
+
+
+def compile_mode(value: bool | str) -> str:
+    """One of ``COMPILE_MODES``; True and False (and their spellings) are ``inline`` and ``off``, as before."""
+    if isinstance(value, bool):
+        return "inline" if value else "off"
+    word = value.strip().lower()
+    if word in COMPILE_MODES:
+        return word
+    if word in _TRUE or word in _FALSE:
+        return "inline" if word in _TRUE else "off"
+    raise ValueError(f"compiling {value!r}: give one of {', '.join(COMPILE_MODES)}")
+
+
 _LOCK = "SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigint[])) AS key"
 _STATES = """
 SELECT ocid, compiled_from, release_count, inputs_hash, ocds_version, publisher_hash, publisher_data IS NOT NULL,
@@ -56,6 +78,13 @@ SELECT r.ocid, r.release_id, {_MICROS.format("r.release_date")}, r.content_hash,
        r.date_text, r.data::text
 FROM releases r JOIN unnest(CAST(:ocids AS text[]), CAST(:ids AS text[])) AS k(ocid, id)
   ON r.ocid = k.ocid AND r.release_id = k.id"""
+# A claim: some marks, skipping those another compile step holds, deleted by the transaction that compiles them
+# (a failed compile rolls back, and the marks are there again).
+_CLAIM = """
+DELETE FROM compile_pending WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM compile_pending LIMIT :limit FOR UPDATE SKIP LOCKED))
+RETURNING ocid"""
+_BACKLOG = "SELECT count(*), CAST(extract(epoch FROM now() - min(marked_at)) AS float8) FROM compile_pending"
 _COMPILED_DATA = "SELECT ocid, data::text FROM compiled_releases WHERE ocid = ANY(CAST(:ocids AS text[]))"
 _PUBLISHER_DATA = """
 SELECT ocid, publisher_hash, publisher_source, publisher_data::text
@@ -100,9 +129,10 @@ class CompileResult:
     incremental: int = 0   # ... of which merged onto the stored compiled release
     unchanged: int = 0     # ocids whose stored compiled release was already current
     merges: int = 0        # releases merged
+    claimed: int = 0       # marks of compile_pending taken (compile_pending only)
 
     def __iadd__(self, other: CompileResult) -> CompileResult:
-        for name in ("compiled", "incremental", "unchanged", "merges"):
+        for name in ("compiled", "incremental", "unchanged", "merges", "claimed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -157,6 +187,35 @@ def compile_ocids(db: Database, ocids: Iterable[str], *, force: bool = False, kn
         with db.transaction(f"compiling {len(batch)} contracting processes"):
             result += _compile_batch(db, batch, force, known or {})
     return result
+
+
+def compile_pending(db: Database, *, seconds_left: Callable[[], float] | None = None,
+                    margin_seconds: float = 0.0, batch: int = BATCH_OCIDS) -> CompileResult:
+    """The compile step: claim marks of ``compile_pending`` and compile their ocids, one transaction per claim of
+    ``batch`` marks, until none is left or ``seconds_left()`` falls under ``margin_seconds``."""
+    result = CompileResult()
+    while seconds_left is None or seconds_left() > margin_seconds:
+        with db.transaction("compiling the pending contracting processes"):
+            claimed = [row[0] for row in db.execute(_CLAIM, "claiming contracting processes to compile",
+                                                    limit=batch)]
+            if not claimed:
+                break
+            result.claimed += len(claimed)
+            result += _compile_batch(db, sorted(set(claimed)), False, {})
+    return result
+
+
+@dataclass
+class Backlog:
+    """What the compile step has still to do: marks waiting, and the age of the oldest (seconds; 0 if none)."""
+
+    marks: int
+    oldest_seconds: float
+
+
+def backlog(db: Database) -> Backlog:
+    marks, oldest = db.execute(_BACKLOG, "measuring the compile backlog")[0]
+    return Backlog(marks, oldest or 0.0)
 
 
 def _compile_batch(db: Database, ocids: list[str], force: bool, known: Known) -> CompileResult:

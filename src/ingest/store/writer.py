@@ -81,8 +81,10 @@ def _selected(strategy: str) -> str:
     return ", ".join(expression(key, kind) for _, key, kind in _RELEASE_COLUMNS)
 
 
-def _upsert_sql(strategy: str = DEFAULT_STRATEGY) -> str:
-    """The page statement of a strategy. Built from the column list above; it contains no values."""
+def _upsert_sql(strategy: str = DEFAULT_STRATEGY, mark_pending: bool = False) -> str:
+    """The page statement of a strategy. Built from the column list above; it contains no values. With
+    ``mark_pending`` it also records, in the same transaction, each ocid it changed in ``compile_pending`` (for
+    the compile step; see store/compiled.py)."""
     columns = ", ".join(column for column, _, _ in _RELEASE_COLUMNS)
     updates = ", ".join(f"{column} = EXCLUDED.{column}" for column, _, _ in _RELEASE_COLUMNS[2:])
     return f"""
@@ -100,7 +102,7 @@ written AS (
     ORDER BY o COLLATE "C", i COLLATE "C"
     ON CONFLICT (ocid, release_id) DO UPDATE SET {updates}, last_ingested_at = now()
     WHERE (stored.release_date, stored.content_hash) < (EXCLUDED.release_date, EXCLUDED.content_hash)
-    RETURNING (xmax = 0) AS inserted
+    RETURNING (xmax = 0) AS inserted, ocid
 ),
 quarantined AS (
     INSERT INTO rejected_releases (source, context, position, reason, detail, ocid, release_id, raw_hash, raw_text)
@@ -123,13 +125,21 @@ compiled AS (
         publisher_hash = EXCLUDED.publisher_hash, publisher_data = EXCLUDED.publisher_data, last_ingested_at = now()
     WHERE (coalesce(stored.publisher_date, '-infinity'), coalesce(stored.publisher_hash, ''::bytea))
         < (coalesce(EXCLUDED.publisher_date, '-infinity'), EXCLUDED.publisher_hash)
-    RETURNING 1
-)
+    RETURNING ocid
+){_PENDING if mark_pending else ""}
 SELECT (SELECT count(*) FILTER (WHERE inserted) FROM written),
        (SELECT count(*) FILTER (WHERE NOT inserted) FROM written),
        (SELECT count(*) FROM quarantined),
        (SELECT count(*) FROM compiled)
 """
+
+
+# Only what this statement changed is marked (a replay marks nothing). The table has no key, so a mark never waits.
+_PENDING = """,
+pending AS (
+    INSERT INTO compile_pending (ocid)
+    SELECT ocid FROM written UNION SELECT ocid FROM compiled
+)"""
 
 
 def _staging_sql() -> str:
@@ -138,6 +148,7 @@ def _staging_sql() -> str:
 
 
 UPSERT_SQL = {strategy: _upsert_sql(strategy) for strategy in STRATEGIES}
+MARKING_UPSERT_SQL = {strategy: _upsert_sql(strategy, mark_pending=True) for strategy in STRATEGIES}
 
 _dumps = json.dumps
 
@@ -246,11 +257,13 @@ def statement_parameters(strategy: str, releases: Sequence[ReleaseRow], rejectio
 
 def write_page(db: Database, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
                compiled: Sequence[CompiledRow], source: str, context: str,
-               strategy: str = DEFAULT_STRATEGY, parameters: dict[str, str] | None = None) -> WriteResult:
+               strategy: str = DEFAULT_STRATEGY, parameters: dict[str, str] | None = None,
+               mark_pending: bool = False) -> WriteResult:
     """Write one page: all of its acceptable rows commit together, or nothing does. ``parameters`` are the
-    page's ``statement_parameters`` when they were built ahead."""
+    page's ``statement_parameters`` when they were built ahead; ``mark_pending`` records the ocids it changed
+    for the compile step, in the same transaction."""
     where = f"writing a page of {source} ({context})" if context else f"writing a page of {source}"
-    writer = _Writer(db, strategy, source, context, where)
+    writer = _Writer(db, strategy, source, context, where, mark_pending)
     try:
         return writer.attempt(releases, rejections, compiled, parameters)
     except DataRefused:
@@ -269,16 +282,18 @@ Row = TypeVar("Row", ReleaseRow, CompiledRow)
 
 
 class _Writer:
-    def __init__(self, db: Database, strategy: str, source: str, context: str, where: str) -> None:
+    def __init__(self, db: Database, strategy: str, source: str, context: str, where: str,
+                 mark_pending: bool = False) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown write strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
         self.db, self.strategy, self.source, self.context, self.where = db, strategy, source, context, where
+        self.mark_pending = mark_pending
         self.in_transaction = False
 
     def attempt(self, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
                 compiled: Sequence[CompiledRow], parameters: dict[str, str] | None = None) -> WriteResult:
         """One statement (json, unnest) or one staged COPY (copy) for these rows."""
-        sql = UPSERT_SQL[self.strategy]
+        sql = (MARKING_UPSERT_SQL if self.mark_pending else UPSERT_SQL)[self.strategy]
         if parameters is None:
             parameters = statement_parameters(self.strategy, releases, rejections, compiled, self.source,
                                               self.context)
