@@ -96,13 +96,38 @@ class _NotSimple(Exception):
     """Raised if a release has what only the reference merge resolves (repeated or non-string ids)."""
 
 
-def _clean(obj: dict[str, Any], rules: MergeRules, rule_path: tuple[str, ...]) -> dict[str, Any] | None:
+# The rules as a tree of field names, (rule, children): walking a release then costs one dict lookup per key
+# instead of building its path's tuple (the single-release path spent most of its time doing that).
+_RuleTree = dict[str, tuple[str | None, "_RuleTree"]]
+_NO_RULES: _RuleTree = {}
+_trees: dict[int, tuple[MergeRules, _RuleTree]] = {}  # by id(rules); the rules are kept so the id stays theirs
+
+
+def _rule_tree(rules: MergeRules) -> _RuleTree:
+    known = _trees.get(id(rules))
+    if known is not None and known[0] is rules:
+        return known[1]
+    root: dict[str, list[Any]] = {}
+    for path, rule in rules.items():
+        node = root
+        for name in path[:-1]:
+            node = node.setdefault(name, [None, {}])[1]
+        node.setdefault(path[-1], [None, {}])[0] = rule
+
+    def frozen(node: dict[str, list[Any]]) -> _RuleTree:
+        return {name: (rule, frozen(children)) for name, (rule, children) in node.items()}
+
+    tree = frozen(root)
+    _trees[id(rules)] = (rules, tree)
+    return tree
+
+
+def _clean(obj: dict[str, Any], tree: _RuleTree) -> dict[str, Any] | None:
     """One object as ocdsmerge's flatten + unflatten leave it, or None if nothing of it survives."""
     out: dict[str, Any] = {}
     touched = False
     for key, value in obj.items():
-        path = (*rule_path, key)
-        rule = rules.get(path)
+        rule, children = tree.get(key) or (None, _NO_RULES)
         if rule == "omitWhenMerged":
             continue
         if rule == "wholeListMerge" or not isinstance(value, (dict, list)) or (
@@ -111,14 +136,14 @@ def _clean(obj: dict[str, Any], rules: MergeRules, rule_path: tuple[str, ...]) -
             if value is not None:
                 out[key] = value
         elif type(value) is dict:
-            if value and (cleaned := _clean(value, rules, path)) is not None:
+            if value and (cleaned := _clean(value, children)) is not None:
                 out[key], touched = cleaned, True
         elif value:
             ids = [item["id"] for item in value if "id" in item]
             if any(type(identifier) is not str or identifier == "None" for identifier in ids) or len(
                     set(ids)) != len(ids):
                 raise _NotSimple
-            items = [cleaned for item in value if (cleaned := _clean(item, rules, path)) is not None]
+            items = [cleaned for item in value if (cleaned := _clean(item, children)) is not None]
             if items:
                 out[key], touched = items, True
     return out if touched else None
@@ -132,7 +157,7 @@ def _compile_one(release: dict[str, Any], rules: MergeRules) -> dict[str, Any]:
     if type(ocid) is not str or type(date) is not str:  # stored releases always have both as strings
         raise _NotSimple
     body = {key: value for key, value in release.items() if key != "tag"}
-    compiled = _clean(body, rules, ()) or {}
+    compiled = _clean(body, _rule_tree(rules)) or {}
     compiled.update(tag=["compiled"], id=f"{ocid}-{date}", date=date, ocid=ocid)
     return compiled
 
