@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import secrets
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ingest.pages import save_page
 from ingest.queue import LocalContext
 from ingest.store.compiled import backlog, compile_pending
 from ingest.store.connection import Database, connect_url
+from ingest.store.writer import STRATEGIES
 from tests.integration.test_compiled import _pages, _pool, assert_equals_compiling_from_scratch, package, release
 
 
@@ -25,11 +27,12 @@ def marks(db: Database) -> list[str]:
     return sorted(row[0] for row in db.run("SELECT ocid FROM compile_pending", "read"))
 
 
-def test_a_deferred_page_marks_what_it_changed_and_the_compile_step_compiles_it(db: Database) -> None:
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_deferred_page_marks_what_it_changed_and_the_compile_step_compiles_it(db: Database, strategy: str) -> None:
     page = package(release("ocds-d1", "1", "2020-01-01T00:00:00Z", tender={"title": "one"}),
                    release("ocds-d1", "2", "2020-01-02T00:00:00Z"),
                    release("ocds-d2", "1", "2020-01-01T00:00:00Z"))
-    result = save_page(db, page, "s", compile_releases="deferred")
+    result = save_page(db, page, "s", strategy=strategy, compile_releases="deferred")
     assert (result.inserted, result.ocids_compiled) == (3, 0)
     assert marks(db) == ["ocds-d1", "ocds-d2"]  # one mark per ocid the statement changed
     assert db.run("SELECT count(*) FROM compiled_releases", "count") == [[0]]
@@ -40,10 +43,10 @@ def test_a_deferred_page_marks_what_it_changed_and_the_compile_step_compiles_it(
     assert_equals_compiling_from_scratch(db)
 
     # A replay changes nothing, so it marks nothing; a new version marks its ocid alone.
-    save_page(db, page, "s", compile_releases="deferred")
+    save_page(db, page, "s", strategy=strategy, compile_releases="deferred")
     assert marks(db) == []
     save_page(db, package(release("ocds-d2", "1", "2020-01-03T00:00:00Z", tender={"title": "new"})), "s",
-              compile_releases="deferred")
+              strategy=strategy, compile_releases="deferred")
     assert marks(db) == ["ocds-d2"]
     assert compile_pending(db).compiled == 1
     assert_equals_compiling_from_scratch(db)
@@ -104,6 +107,18 @@ def test_a_compile_that_fails_leaves_its_marks_for_the_next(db: Database, migrat
     # THEN its claim was rolled back with it: the mark is there for the next step
     assert marks(db) == ["ocds-f"]
     assert compile_pending(db).compiled == 1
+    assert_equals_compiling_from_scratch(db)
+
+
+def test_a_refused_row_is_quarantined_and_the_rest_of_the_page_is_still_marked(db: Database) -> None:
+    # A 12 kB random id no B-tree entry can hold: PostgreSQL refuses the statement, the page is bisected under
+    # savepoints, the row quarantined, and the other rows are written and marked.
+    page = package(*[release(f"ocds-ok{n}", "1", "2020-01-01T00:00:00Z") for n in range(5)],
+                   release("ocds-refused", secrets.token_hex(6000), "2020-01-01T00:00:00Z"))
+    result = save_page(db, page, "s", compile_releases="deferred")
+    assert (result.inserted, dict(result.rejected)) == (5, {"database_refused": 1})
+    assert marks(db) == [f"ocds-ok{n}" for n in range(5)]
+    compile_pending(db)
     assert_equals_compiling_from_scratch(db)
 
 
