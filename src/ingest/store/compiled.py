@@ -78,13 +78,17 @@ SELECT r.ocid, r.release_id, {_MICROS.format("r.release_date")}, r.content_hash,
        r.date_text, r.data::text
 FROM releases r JOIN unnest(CAST(:ocids AS text[]), CAST(:ids AS text[])) AS k(ocid, id)
   ON r.ocid = k.ocid AND r.release_id = k.id"""
-# A claim: some marks, skipping those another compile step holds, deleted by the transaction that compiles them
-# (a failed compile rolls back, and the marks are there again).
+# A claim: the oldest marks, skipping those another compile step holds, deleted by the transaction that compiles
+# them (a failed compile rolls back, and the marks are there again).
 _CLAIM = """
 DELETE FROM compile_pending WHERE ctid = ANY(ARRAY(
-    SELECT ctid FROM compile_pending LIMIT :limit FOR UPDATE SKIP LOCKED))
+    SELECT ctid FROM compile_pending ORDER BY marked_at LIMIT :limit FOR UPDATE SKIP LOCKED))
 RETURNING ocid"""
-_BACKLOG = "SELECT count(*), CAST(extract(epoch FROM now() - min(marked_at)) AS float8) FROM compile_pending"
+# Counted up to a bound: a metric every minute must not scan a backlog of millions.
+BACKLOG_COUNT_LIMIT = 1_000_000
+_BACKLOG = f"""
+SELECT (SELECT count(*) FROM (SELECT FROM compile_pending LIMIT {BACKLOG_COUNT_LIMIT}) AS marks),
+       CAST(extract(epoch FROM now() - (SELECT min(marked_at) FROM compile_pending)) AS float8)"""
 _COMPILED_DATA = "SELECT ocid, data::text FROM compiled_releases WHERE ocid = ANY(CAST(:ocids AS text[]))"
 _PUBLISHER_DATA = """
 SELECT ocid, publisher_hash, publisher_source, publisher_data::text
@@ -207,7 +211,8 @@ def compile_pending(db: Database, *, seconds_left: Callable[[], float] | None = 
 
 @dataclass
 class Backlog:
-    """What the compile step has still to do: marks waiting, and the age of the oldest (seconds; 0 if none)."""
+    """What the compile step has still to do: marks waiting (at most ``BACKLOG_COUNT_LIMIT``), and the age of the
+    oldest (seconds; 0 if none)."""
 
     marks: int
     oldest_seconds: float
