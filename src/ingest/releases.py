@@ -10,6 +10,7 @@ it with exact numbers (``jsontext``) only to validate it and extract the indexed
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -148,6 +149,8 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
                           tzinfo=tz)
     except ValueError as exc:
         raise ValueError(f"date {text[:60]!r} is not a real date-time: {exc}") from None
+    if not micros and tz is UTC:
+        return moment, flags  # already the instant in UTC (the usual case: nothing to add or convert)
     try:
         moment = (moment + timedelta(microseconds=micros)).astimezone(UTC)
     except OverflowError:
@@ -193,19 +196,19 @@ class _IdText(msgspec.Struct):
     id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-def _parse(text: str) -> tuple[Any, int]:
-    """The value and its number of repeated keys: msgspec first, the standard library where it refuses."""
+def _parse(text: str) -> Any:
+    """The value, every number exact: msgspec first, the standard library where it refuses (raises _Reject)."""
     try:
-        value = jsontext.DECODER.decode(text)
+        return jsontext.decode(text)
     except jsontext.PARSE_ERRORS as exc:
-        if isinstance(exc.__cause__, jsontext.NumberOutOfRange):
-            raise _Reject("number_out_of_range", str(exc.__cause__)) from None
+        if isinstance(exc, jsontext.NumberOutOfRange) or isinstance(exc.__cause__, jsontext.NumberOutOfRange):
+            raise _Reject("number_out_of_range", str(exc if exc.__cause__ is None else exc.__cause__)) from None
         # msgspec refuses lone surrogates, which jsonb refuses too (even where a repeated key drops the value).
         if jsontext.has_lone_surrogate(text) or jsontext.lone_surrogate_escape(text):
             raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text "
                           "(PostgreSQL cannot store it)") from None
         try:
-            return jsontext.loads_exact(text)
+            return jsontext.loads_exact(text)[0]
         except RecursionError:
             raise _Reject("nesting_too_deep", "the release is nested deeper than the JSON parser allows") from None
         except jsontext.NumberOutOfRange as exc:
@@ -215,7 +218,6 @@ def _parse(text: str) -> tuple[Any, int]:
         except ValueError as exc:
             detail = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise _Reject("invalid_json", f"the release is not valid JSON: {detail}") from None
-    return value, jsontext.repeated_keys(text, value)
 
 
 def read_release(raw: Any) -> ReadRelease:
@@ -232,21 +234,25 @@ def read_release(raw: Any) -> ReadRelease:
     text = text.strip(" \t\r\n")
     if legacy:
         flags.append("legacy_encoding")
-    value, repeated = _parse(text)
-    if repeated:
-        flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
+    value = _parse(text)
     published = text
-    if jsontext.has_nul_escape(text):
-        if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
-                                           if isinstance(item, str)):
-            raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
-                          "and removing it could merge this release with another")
-        text = jsontext.without_nul_escapes(text)
-        value, repeated_after = _parse(text)
-        if repeated_after > repeated:
-            raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
-                          "two distinct keys of one object the same")
-        flags.append("nul_removed")
+    if not jsontext.has_nul_escape(text):
+        if jsontext.has_repeated_key(text, value):
+            flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
+        return ReadRelease(text, value, flags, published)
+    if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
+                                       if isinstance(item, str)):
+        raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
+                      "and removing it could merge this release with another")
+    repeated = jsontext.repeated_keys(text, value)
+    if repeated:
+        flags.append("duplicate_key")
+    text = jsontext.without_nul_escapes(text)
+    value = _parse(text)
+    if jsontext.repeated_keys(text, value) > repeated:
+        raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
+                      "two distinct keys of one object the same")
+    flags.append("nul_removed")
     return ReadRelease(text, value, flags, published)
 
 
@@ -271,13 +277,21 @@ def _hash(encoded: bytes, package: Package, source: str) -> bytes:
     # date but different package fields still have a strict order and the final table cannot depend on the
     # order pages arrive in. The release part is its text as stored: exact, with no re-serialisation.
     digest = hashlib.sha256(encoded)
+    digest.update(_hash_suffix(package, source))
+    return digest.digest()
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_suffix(package: Package, source: str) -> bytes:
+    """The package fields and source as the hash takes them (the same for every release of a page)."""
+    parts = []
     for part in (package.uri, package.publisher_name, package.version, source):
         if part is None:
-            digest.update(b"\x00")  # absent differs from empty
+            parts.append(b"\x00")  # absent differs from empty
         else:
             field_bytes = part.encode("utf-8", "surrogatepass")
-            digest.update(b"\x01" + len(field_bytes).to_bytes(8, "big") + field_bytes)  # length-framed
-    return digest.digest()
+            parts.append(b"\x01" + len(field_bytes).to_bytes(8, "big") + field_bytes)  # length-framed
+    return b"".join(parts)
 
 
 def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
