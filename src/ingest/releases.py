@@ -58,8 +58,16 @@ class ReleaseRow:
     data_text: str
     position: str = ""  # where in the document it came from (not stored; used if PostgreSQL refuses it)
     published: str | None = None  # the published text when it differs from data_text (for the quarantine)
-    # The release parsed exactly, as reading it left it (not stored): compiling the page's ocids merges it as is.
-    value: Any = field(default=None, compare=False, repr=False)
+    _value: Any = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def value(self) -> Any:
+        """The release parsed exactly (not stored), for compiling the page's ocids: parsed from ``data_text``
+        when first asked, the same value reading it gave. A page that is not compiled never holds it: keeping
+        every release parsed costs more memory traffic than parsing the few that are merged again."""
+        if self._value is None:
+            self._value = jsontext.loads(self.data_text)
+        return self._value
 
     @property
     def key(self) -> tuple[str, str]:
@@ -355,7 +363,6 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             data_text=read.text,
             position=found.position,
             published=None if read.published is read.text else read.published,
-            value=release,
         )
     except _Reject as reject:
         # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.
