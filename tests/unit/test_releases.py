@@ -562,6 +562,26 @@ def test_parse_date_returns_the_exact_utc_instant_and_flags(text: str, moment: d
     assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
 
 
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(list("0123456789") * 3 + ["\u0663", " ", "+", "_", "W"]), min_size=14, max_size=14))
+def test_parse_date_of_the_usual_form_is_the_instant_its_fields_say(chars: list[str]) -> None:
+    # GIVEN a text shaped like 2020-01-01T00:00:00Z whose digits may be anything (a real date or not)
+    digits = iter(chars)
+    text = "".join(next(digits) if c == "D" else c for c in "DDDD-DD-DDTDD:DD:DDZ")
+    fields = [text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19]]
+    try:
+        assert all(field.isdecimal() for field in fields)
+        expected: datetime | None = datetime(*map(int, fields), tzinfo=UTC)  # type: ignore[misc]
+    except (AssertionError, ValueError):
+        expected = None
+    # THEN it is that instant in UTC with no flag, or refused if that is not a real date-time
+    if expected is None:
+        with pytest.raises(ValueError):
+            parse_date(text)
+    else:
+        assert parse_date(text) == (expected, [])
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("2020-01-01T00:00:00+25:00", "date '2020-01-01T00:00:00+25:00' has an impossible UTC offset"),
     ("2020-01-01T00:00:00+04:60", "date '2020-01-01T00:00:00+04:60' has an impossible UTC offset"),
