@@ -171,17 +171,29 @@ def _tokenised_keys(text: str) -> int:
     return _KEY_OR_STRING.findall(text).count(":")
 
 
-def has_repeated_key(text: str, value: Any) -> bool:
+# \u0000 (a NUL, which jsonb cannot hold) or \u003X (maybe a colon, which key counting must see): one scan
+# rules both out for the usual text.
+_NUL_OR_COLON_ESCAPE = re.compile(r"\\u00[03]")
+
+
+def has_nul_or_colon_escape(text: str) -> bool:
+    """Whether the text may escape a NUL or a colon (then ``has_nul_escape`` and ``has_repeated_key`` look
+    closer); False rules out both in one scan."""
+    return _NUL_OR_COLON_ESCAPE.search(text) is not None
+
+
+def has_repeated_key(text: str, value: Any, colon_escape: bool = True) -> bool:
     """Whether the JSON text repeats a key within an object (``value``, its parse, keeps one of each).
 
     A colon outside a string separates a key from its value, and a string's colons are the same in the text
     and in ``value``'s compact encoding, unless the text escapes a colon (``\\u003a``: then counted exactly by
     ``repeated_keys``) or a repeated key dropped a value (whose colons only raise the text's count). So the
     text holds more colons than the encoding exactly when it repeats a key: two counts at C speed, and no
-    tokenizer, whatever the whitespace, escapes or strings are.
+    tokenizer, whatever the whitespace, escapes or strings are. ``colon_escape=False`` says the caller has
+    ruled out escaped colons (``has_nul_or_colon_escape``).
     """
     encoded = _ENCODER.encode(value)
-    if "\\u003" in text:
+    if colon_escape and "\\u003" in text:
         return repeated_keys(text, value) > 0
     return text.count(":") > encoded.count(b":")
 

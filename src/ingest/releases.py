@@ -251,6 +251,10 @@ def read_release(raw: Any) -> ReadRelease:
         flags.append("legacy_encoding")
     value = _parse(text)
     published = text
+    if not jsontext.has_nul_or_colon_escape(text):
+        if jsontext.has_repeated_key(text, value, colon_escape=False):
+            flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
+        return ReadRelease(text, value, flags, published)
     if not jsontext.has_nul_escape(text):
         if jsontext.has_repeated_key(text, value):
             flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
