@@ -211,10 +211,11 @@ class _IdText(msgspec.Struct):
     id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-def _parse(text: str) -> Any:
-    """The value, every number exact: msgspec first, the standard library where it refuses (raises _Reject)."""
+def _parse(text: str) -> tuple[Any, int | None]:
+    """The value, every number exact, and how many keys repeat: msgspec first (the count is then None, for
+    ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject)."""
     try:
-        return jsontext.decode(text)
+        return jsontext.decode(text), None
     except jsontext.PARSE_ERRORS as exc:
         if isinstance(exc, jsontext.NumberOutOfRange) or isinstance(exc.__cause__, jsontext.NumberOutOfRange):
             raise _Reject("number_out_of_range", str(exc if exc.__cause__ is None else exc.__cause__)) from None
@@ -223,7 +224,7 @@ def _parse(text: str) -> Any:
             raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text "
                           "(PostgreSQL cannot store it)") from None
         try:
-            return jsontext.loads_exact(text)[0]
+            return jsontext.loads_exact(text)
         except RecursionError:
             raise _Reject("nesting_too_deep", "the release is nested deeper than the JSON parser allows") from None
         except jsontext.NumberOutOfRange as exc:
@@ -249,26 +250,28 @@ def read_release(raw: Any) -> ReadRelease:
     text = text.strip(" \t\r\n")
     if legacy:
         flags.append("legacy_encoding")
-    value = _parse(text)
+    value, repeated = _parse(text)
     published = text
-    if not jsontext.has_nul_or_colon_escape(text):
-        if jsontext.has_repeated_key(text, value, colon_escape=False):
-            flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
-        return ReadRelease(text, value, flags, published)
-    if not jsontext.has_nul_escape(text):
-        if jsontext.has_repeated_key(text, value):
+    escapes = jsontext.has_nul_or_colon_escape(text)  # the usual text has neither: one scan says so
+    if not escapes or not jsontext.has_nul_escape(text):
+        if repeated is None:
+            repeated = int(jsontext.has_repeated_key(text, value, colon_escape=escapes))
+        if repeated:
             flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
         return ReadRelease(text, value, flags, published)
     if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
                                        if isinstance(item, str)):
         raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
                       "and removing it could merge this release with another")
-    repeated = jsontext.repeated_keys(text, value)
+    if repeated is None:
+        repeated = jsontext.repeated_keys(text, value)
     if repeated:
         flags.append("duplicate_key")
     text = jsontext.without_nul_escapes(text)
-    value = _parse(text)
-    if jsontext.repeated_keys(text, value) > repeated:
+    value, repeated_after = _parse(text)
+    if repeated_after is None:
+        repeated_after = jsontext.repeated_keys(text, value)
+    if repeated_after > repeated:
         raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
                       "two distinct keys of one object the same")
     flags.append("nul_removed")
