@@ -192,10 +192,9 @@ def has_repeated_key(text: str, value: Any, colon_escape: bool = True) -> bool:
     tokenizer, whatever the whitespace, escapes or strings are. ``colon_escape=False`` says the caller has
     ruled out escaped colons (``has_nul_or_colon_escape``).
     """
-    encoded = _ENCODER.encode(value)
     if colon_escape and "\\u003" in text:
         return repeated_keys(text, value) > 0
-    return text.count(":") > encoded.count(b":")
+    return text.count(":") > _ENCODER.encode(value).count(b":")
 
 
 def repeated_keys(text: str, value: Any) -> int:
