@@ -179,7 +179,7 @@ _NUL_OR_COLON_ESCAPE = re.compile(r"\\u00[03]")
 def has_nul_or_colon_escape(text: str) -> bool:
     """Whether the text may escape a NUL or a colon (then ``has_nul_escape`` and ``has_repeated_key`` look
     closer); False rules out both in one scan."""
-    return _NUL_OR_COLON_ESCAPE.search(text) is not None
+    return "\\" in text and _NUL_OR_COLON_ESCAPE.search(text) is not None  # no backslash: no escape at all
 
 
 def has_repeated_key(text: str, value: Any, colon_escape: bool = True) -> bool:

@@ -183,12 +183,12 @@ def _json_type(value: Any) -> str:
     return {str: "string", list: "array"}.get(type(value), "object")
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
+_NO_MEMBERS: dict[str, Any] = {}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A member that should be an object, or no members if it is not one (its fields are then NULL)."""
+    return value if isinstance(value, dict) else _NO_MEMBERS
 
 
 def _amount(value: Any) -> str | None:
@@ -353,7 +353,8 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
         package = found.package
         if package.escaped:
             flags.append("package_escaped")
-        value = _get(release, "tender", "value")
+        buyer, tender = _object(release.get("buyer")), _object(release.get("tender"))
+        value = _object(tender.get("value"))
         return ReleaseRow(
             ocid=ocid,
             release_id=release_id,
@@ -361,13 +362,13 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             date_text=date_text,
             tag=tag,
             initiation_type=_text(release.get("initiationType")),
-            buyer_id=_text(_get(release, "buyer", "id")),
-            buyer_name=_text(_get(release, "buyer", "name")),
-            tender_title=_text(_get(release, "tender", "title")),
-            tender_status=_text(_get(release, "tender", "status")),
-            procurement_method=_text(_get(release, "tender", "procurementMethod")),
-            value_amount=_amount(_get(value, "amount")),
-            value_currency=_text(_get(value, "currency")),
+            buyer_id=_text(buyer.get("id")),
+            buyer_name=_text(buyer.get("name")),
+            tender_title=_text(tender.get("title")),
+            tender_status=_text(tender.get("status")),
+            procurement_method=_text(tender.get("procurementMethod")),
+            value_amount=_amount(value.get("amount")),
+            value_currency=_text(value.get("currency")),
             publisher_name=package.publisher_name,
             package_uri=package.uri,
             ocds_version=package.version,
