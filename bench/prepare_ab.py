@@ -1,6 +1,7 @@
 """A/B of the worker's CPU half: preparing pages (read, validate, hash, build the statement's parameters).
 
-    .venv/bin/python bench/prepare_ab.py be13f05      # this tree against another revision, alternated
+    .venv/bin/python bench/prepare_ab.py be13f05          # this tree against another revision, alternated
+    .venv/bin/python bench/prepare_ab.py 8c95e07 357ff9c  # several revisions (each lever's step), alternated
 
 Each side runs in a fresh interpreter on the same bodies (2,000 synthetic releases of ~4 KB in pages of 200, the
 worker bench's), best of 5 by process time, next to ``json.loads`` of the same bodies; the other revision's
@@ -41,7 +42,7 @@ def measure(bodies_file: str) -> None:
     print(json.dumps({"prepare_us": round(prepare, 1), "json_loads_us": round(loads, 1)}))
 
 
-def main(revision: str) -> int:
+def main(revisions: list[str]) -> int:
     sys.path.insert(0, str(HERE))
     from run import generate, paginate
 
@@ -50,23 +51,33 @@ def main(revision: str) -> int:
         bodies = Path(folder) / "bodies.json"
         bodies.write_text(json.dumps([json.dumps({"uri": "https://example.org/p", "publisher": {"name": "p"},
                                                   "version": "1.1", "releases": page}) for page in pages]))
-        other = Path(folder) / "other"
-        other.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
-        sides = {revision: str(other / "src"), "this tree": str(ROOT / "src")}
+        sides = {}
+        for revision in revisions:
+            other = Path(folder) / revision
+            other.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"], check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(other)], input=archive, check=True)
+            sides[revision] = str(other / "src")
+        sides["this tree"] = str(ROOT / "src")
+        best: dict[str, tuple[float, float]] = {}
         for _ in range(3):
             for name, src in sides.items():
                 code = f"import sys; sys.path.insert(0, {src!r}); sys.path.insert(1, {str(HERE)!r}); " \
                        f"import prepare_ab; prepare_ab.measure({str(bodies)!r})"
                 out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
                 figures = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"{name:>10}: prepare {figures['prepare_us']:6.1f} us/release, json.loads "
-                      f"{figures['json_loads_us']:5.1f} us/release, "
-                      f"ratio {figures['prepare_us'] / figures['json_loads_us']:.2f}")
+                prepare, loads = figures["prepare_us"], figures["json_loads_us"]
+                print(f"{name:>10}: prepare {prepare:6.1f} us/release, json.loads {loads:5.1f} us/release, "
+                      f"ratio {prepare / loads:.2f}")
+                if name not in best or prepare < best[name][0]:
+                    best[name] = (prepare, loads)
+        print("best rounds:")
+        for name, (prepare, loads) in best.items():
+            print(f"{name:>10}: prepare {prepare:6.1f} us/release, json.loads {loads:5.1f} us/release, "
+                  f"ratio {prepare / loads:.2f}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "HEAD"))
+    sys.exit(main(sys.argv[1:] or ["HEAD"]))

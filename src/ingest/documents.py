@@ -65,6 +65,13 @@ class _Shape(msgspec.Struct):
     versionedRelease: Raw | UnsetType = UNSET  # noqa: N815
 
 
+class _ReleasePackage(_Shape):
+    """The usual document, a package whose ``releases`` is an array: split in the same pass that reads it."""
+
+    releases: list[Raw] | UnsetType = UNSET
+
+
+_RELEASE_PACKAGE = msgspec.json.Decoder(_ReleasePackage)
 _OBJECT_OR_ARRAY = msgspec.json.Decoder(_Shape | list[Raw])
 _OBJECT = msgspec.json.Decoder(_Shape)
 _ARRAY = msgspec.json.Decoder(list[Raw])
@@ -239,8 +246,10 @@ class _Unsplittable(Exception):
     """Raised if msgspec cannot read a value whole; the structural walk then isolates what is wrong."""
 
 
-def _present(raw: Raw | UnsetType) -> Raw | None:
+def _present(raw: Raw | list[Raw] | UnsetType) -> Raw | list[Raw] | None:
     # A member given as null is taken as absent, as a missing member is.
+    if isinstance(raw, list):
+        return raw  # an array already split (``_ReleasePackage``)
     if raw is UNSET or bytes(memoryview(raw)[:4]) == b"null":
         return None
     return raw
@@ -266,6 +275,10 @@ class _Splitter:
 
     def value(self, raw: Any, position: str) -> list[Item]:
         """All items of a value, or _Unsplittable (before any item is given) if msgspec cannot read it."""
+        try:
+            return list(self.shaped(_RELEASE_PACKAGE.decode(raw), raw, position, NO_PACKAGE))
+        except jsontext.PARSE_ERRORS:
+            pass  # not that shape (or not readable): read as any value below
         try:
             shape = _OBJECT_OR_ARRAY.decode(raw)
         except msgspec.ValidationError:
@@ -293,7 +306,9 @@ class _Splitter:
         records, releases = _present(shape.records), _present(shape.releases)
         arrays: dict[str, list[Raw]] = {}
         for key, member in (("records", records), ("releases", releases)):
-            if member is not None:
+            if isinstance(member, list):
+                arrays[key] = member
+            elif member is not None:
                 try:
                     arrays[key] = _ARRAY.decode(member)
                 except msgspec.ValidationError:

@@ -9,6 +9,7 @@ near the recursion limit). Floats become ``Decimal`` and integers of any length 
 from __future__ import annotations
 
 import codecs
+import decimal
 import json
 import re
 from decimal import Decimal
@@ -51,6 +52,25 @@ def _exact_float(text: str) -> Decimal:
 
 
 DECODER = msgspec.json.Decoder(float_hook=_exact_float)
+
+# A number that a context of 1,000 digits and exponents within +-999 holds without any signal (nothing rounded,
+# clamped or out of range) is exact and far inside numeric's range, so it needs no check of its own: Decimal is
+# then made in C with no Python call per number. Any signal raises, and the text is read again with the check.
+_SMALL_NUMBERS = decimal.Context(prec=1000, Emax=999, Emin=-999, traps=[
+    decimal.Clamped, decimal.DivisionByZero, decimal.Inexact, decimal.InvalidOperation, decimal.Overflow,
+    decimal.Rounded, decimal.Subnormal, decimal.Underflow])
+_FAST_DECODER = msgspec.json.Decoder(float_hook=_SMALL_NUMBERS.create_decimal)
+
+
+def decode(data: Any) -> Any:
+    """JSON text (str, bytes or a buffer) -> Python with msgspec, every number exact (as ``DECODER``).
+
+    Raises what ``DECODER`` raises (see ``PARSE_ERRORS``) for what msgspec refuses.
+    """
+    try:
+        return _FAST_DECODER.decode(data)
+    except decimal.DecimalException:
+        return DECODER.decode(data)
 
 
 def _no_constants(name: str) -> Any:
@@ -95,7 +115,7 @@ def value_of(raw: Any, constants: bool = False) -> Any:
     """A JSON value as Python, exactly; None if it cannot be read. ``constants`` lets NaN and Infinity through
     (as Decimal), for reading what a rejected release says about itself."""
     try:
-        return DECODER.decode(raw)
+        return decode(raw)
     except PARSE_ERRORS:
         pass
     try:
@@ -108,7 +128,7 @@ def loads(text: str | bytes) -> Any:
     """JSON text -> Python, every number exact (fractions and exponents as ``Decimal``, integers of any length);
     repeated keys keep the last value, as jsonb does. Raises ValueError or RecursionError."""
     try:
-        return DECODER.decode(text)
+        return decode(text)
     except PARSE_ERRORS:
         return loads_exact(text if isinstance(text, str) else text_of(text))[0]
 
@@ -149,6 +169,32 @@ def _colon_keys(text: Any) -> int:
 
 def _tokenised_keys(text: str) -> int:
     return _KEY_OR_STRING.findall(text).count(":")
+
+
+# \u0000 (a NUL, which jsonb cannot hold) or \u003X (maybe a colon, which key counting must see): one scan
+# rules both out for the usual text.
+_NUL_OR_COLON_ESCAPE = re.compile(r"\\u00[03]")
+
+
+def has_nul_or_colon_escape(text: str) -> bool:
+    """Whether the text may escape a NUL or a colon (then ``has_nul_escape`` and ``has_repeated_key`` look
+    closer); False rules out both in one scan."""
+    return "\\" in text and _NUL_OR_COLON_ESCAPE.search(text) is not None  # no backslash: no escape at all
+
+
+def has_repeated_key(text: str, value: Any, colon_escape: bool = True) -> bool:
+    """Whether the JSON text repeats a key within an object (``value``, its parse, keeps one of each).
+
+    A colon outside a string separates a key from its value, and a string's colons are the same in the text
+    and in ``value``'s compact encoding, unless the text escapes a colon (``\\u003a``: then counted exactly by
+    ``repeated_keys``) or a repeated key dropped a value (whose colons only raise the text's count). So the
+    text holds more colons than the encoding exactly when it repeats a key: two counts at C speed, and no
+    tokenizer, whatever the whitespace, escapes or strings are. ``colon_escape=False`` says the caller has
+    ruled out escaped colons (``has_nul_or_colon_escape``).
+    """
+    if colon_escape and "\\u003" in text:
+        return repeated_keys(text, value) > 0
+    return text.count(":") > _ENCODER.encode(value).count(b":")
 
 
 def repeated_keys(text: str, value: Any) -> int:

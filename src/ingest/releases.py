@@ -10,6 +10,7 @@ it with exact numbers (``jsontext``) only to validate it and extract the indexed
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -57,8 +58,16 @@ class ReleaseRow:
     data_text: str
     position: str = ""  # where in the document it came from (not stored; used if PostgreSQL refuses it)
     published: str | None = None  # the published text when it differs from data_text (for the quarantine)
-    # The release parsed exactly, as reading it left it (not stored): compiling the page's ocids merges it as is.
-    value: Any = field(default=None, compare=False, repr=False)
+    _value: Any = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def value(self) -> Any:
+        """The release parsed exactly (not stored), for compiling the page's ocids: parsed from ``data_text``
+        when first asked, the same value reading it gave. A page that is not compiled never holds it: keeping
+        every release parsed costs more memory traffic than parsing the few that are merged again."""
+        if self._value is None:
+            self._value = jsontext.loads(self.data_text)
+        return self._value
 
     @property
     def key(self) -> tuple[str, str]:
@@ -123,6 +132,13 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
     ``no_timezone``). Fractions beyond microseconds (7 digits occur in real data) are rounded half up to the
     microsecond here, so Python and PostgreSQL compare exactly the same instant.
     """
+    if len(text) == 20 and text[19] == "Z" and text[10] == "T" and text[4] == text[7] == "-" and \
+            text[13] == text[16] == ":":
+        # The usual form, 2020-01-01T00:00:00Z, read in C; what it refuses is read below, which says why.
+        try:
+            return datetime.fromisoformat(text), []
+        except ValueError:
+            pass
     match = _DATE.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"date {text[:60]!r} is not an ISO 8601 date-time")
@@ -148,6 +164,8 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
                           tzinfo=tz)
     except ValueError as exc:
         raise ValueError(f"date {text[:60]!r} is not a real date-time: {exc}") from None
+    if not micros and tz is UTC:
+        return moment, flags  # already the instant in UTC (the usual case: nothing to add or convert)
     try:
         moment = (moment + timedelta(microseconds=micros)).astimezone(UTC)
     except OverflowError:
@@ -165,12 +183,12 @@ def _json_type(value: Any) -> str:
     return {str: "string", list: "array"}.get(type(value), "object")
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
+_NO_MEMBERS: dict[str, Any] = {}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A member that should be an object, or no members if it is not one (its fields are then NULL)."""
+    return value if isinstance(value, dict) else _NO_MEMBERS
 
 
 def _amount(value: Any) -> str | None:
@@ -193,13 +211,14 @@ class _IdText(msgspec.Struct):
     id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-def _parse(text: str) -> tuple[Any, int]:
-    """The value and its number of repeated keys: msgspec first, the standard library where it refuses."""
+def _parse(text: str) -> tuple[Any, int | None]:
+    """The value, every number exact, and how many keys repeat: msgspec first (the count is then None, for
+    ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject)."""
     try:
-        value = jsontext.DECODER.decode(text)
+        return jsontext.decode(text), None
     except jsontext.PARSE_ERRORS as exc:
-        if isinstance(exc.__cause__, jsontext.NumberOutOfRange):
-            raise _Reject("number_out_of_range", str(exc.__cause__)) from None
+        if isinstance(exc, jsontext.NumberOutOfRange) or isinstance(exc.__cause__, jsontext.NumberOutOfRange):
+            raise _Reject("number_out_of_range", str(exc if exc.__cause__ is None else exc.__cause__)) from None
         # msgspec refuses lone surrogates, which jsonb refuses too (even where a repeated key drops the value).
         if jsontext.has_lone_surrogate(text) or jsontext.lone_surrogate_escape(text):
             raise _Reject("invalid_unicode", "a string holds a lone surrogate, which is not Unicode text "
@@ -215,7 +234,6 @@ def _parse(text: str) -> tuple[Any, int]:
         except ValueError as exc:
             detail = f"{exc.msg} at character {exc.pos}" if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise _Reject("invalid_json", f"the release is not valid JSON: {detail}") from None
-    return value, jsontext.repeated_keys(text, value)
 
 
 def read_release(raw: Any) -> ReadRelease:
@@ -233,20 +251,30 @@ def read_release(raw: Any) -> ReadRelease:
     if legacy:
         flags.append("legacy_encoding")
     value, repeated = _parse(text)
-    if repeated:
-        flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
     published = text
-    if jsontext.has_nul_escape(text):
-        if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
-                                           if isinstance(item, str)):
-            raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
-                          "and removing it could merge this release with another")
-        text = jsontext.without_nul_escapes(text)
-        value, repeated_after = _parse(text)
-        if repeated_after > repeated:
-            raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
-                          "two distinct keys of one object the same")
-        flags.append("nul_removed")
+    escapes = jsontext.has_nul_or_colon_escape(text)  # the usual text has neither: one scan says so
+    if not escapes or not jsontext.has_nul_escape(text):
+        if repeated is None:
+            repeated = int(jsontext.has_repeated_key(text, value, colon_escape=escapes))
+        if repeated:
+            flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
+        return ReadRelease(text, value, flags, published)
+    if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
+                                       if isinstance(item, str)):
+        raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
+                      "and removing it could merge this release with another")
+    if repeated is None:
+        repeated = jsontext.repeated_keys(text, value)
+    if repeated:
+        flags.append("duplicate_key")
+    text = jsontext.without_nul_escapes(text)
+    value, repeated_after = _parse(text)
+    if repeated_after is None:
+        repeated_after = jsontext.repeated_keys(text, value)
+    if repeated_after > repeated:
+        raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
+                      "two distinct keys of one object the same")
+    flags.append("nul_removed")
     return ReadRelease(text, value, flags, published)
 
 
@@ -271,13 +299,21 @@ def _hash(encoded: bytes, package: Package, source: str) -> bytes:
     # date but different package fields still have a strict order and the final table cannot depend on the
     # order pages arrive in. The release part is its text as stored: exact, with no re-serialisation.
     digest = hashlib.sha256(encoded)
+    digest.update(_hash_suffix(package, source))
+    return digest.digest()
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_suffix(package: Package, source: str) -> bytes:
+    """The package fields and source as the hash takes them (the same for every release of a page)."""
+    parts = []
     for part in (package.uri, package.publisher_name, package.version, source):
         if part is None:
-            digest.update(b"\x00")  # absent differs from empty
+            parts.append(b"\x00")  # absent differs from empty
         else:
             field_bytes = part.encode("utf-8", "surrogatepass")
-            digest.update(b"\x01" + len(field_bytes).to_bytes(8, "big") + field_bytes)  # length-framed
-    return digest.digest()
+            parts.append(b"\x01" + len(field_bytes).to_bytes(8, "big") + field_bytes)  # length-framed
+    return b"".join(parts)
 
 
 def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
@@ -317,7 +353,8 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
         package = found.package
         if package.escaped:
             flags.append("package_escaped")
-        value = _get(release, "tender", "value")
+        buyer, tender = _object(release.get("buyer")), _object(release.get("tender"))
+        value = _object(tender.get("value"))
         return ReleaseRow(
             ocid=ocid,
             release_id=release_id,
@@ -325,13 +362,13 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             date_text=date_text,
             tag=tag,
             initiation_type=_text(release.get("initiationType")),
-            buyer_id=_text(_get(release, "buyer", "id")),
-            buyer_name=_text(_get(release, "buyer", "name")),
-            tender_title=_text(_get(release, "tender", "title")),
-            tender_status=_text(_get(release, "tender", "status")),
-            procurement_method=_text(_get(release, "tender", "procurementMethod")),
-            value_amount=_amount(_get(value, "amount")),
-            value_currency=_text(_get(value, "currency")),
+            buyer_id=_text(buyer.get("id")),
+            buyer_name=_text(buyer.get("name")),
+            tender_title=_text(tender.get("title")),
+            tender_status=_text(tender.get("status")),
+            procurement_method=_text(tender.get("procurementMethod")),
+            value_amount=_amount(value.get("amount")),
+            value_currency=_text(value.get("currency")),
             publisher_name=package.publisher_name,
             package_uri=package.uri,
             ocds_version=package.version,
@@ -341,7 +378,6 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             data_text=read.text,
             position=found.position,
             published=None if read.published is read.text else read.published,
-            value=release,
         )
     except _Reject as reject:
         # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.

@@ -255,6 +255,15 @@ def test_package_without_releases_is_counted_as_empty_and_yields_nothing() -> No
     assert document.stats.empty_packages == 1
 
 
+@pytest.mark.parametrize("releases", ["null", "[]"])
+def test_package_whose_releases_are_null_or_empty_yields_nothing(releases: str) -> None:
+    # GIVEN a package whose releases member is null (taken as absent) or an empty array
+    document = read_bytes(('{"uri": "u", "releases": ' + releases + "}").encode())
+    # THEN nothing is read; null counts as an empty package, as a missing member does
+    assert list(document.items()) == []
+    assert document.stats.empty_packages == (1 if releases == "null" else 0)
+
+
 def test_real_empty_package_is_counted_as_empty() -> None:
     document = read_bytes((samples_dir() / "api-pages" / "opentender-eu_empty-package-no-releases.json").read_bytes())
     assert list(document.items()) == []

@@ -260,6 +260,85 @@ def test_same_key_in_two_objects_is_not_a_duplicate() -> None:
     assert row.flags == []
 
 
+# Keys and strings made of the characters that key counting could mistake (colons, quotes, backslashes, JSON
+# punctuation), each written as itself, as its short escape or as a \\uXXXX escape in either case.
+_TRICKY = st.lists(st.sampled_from(list(':"\\ ,{}[]a')), max_size=4).map("".join)
+_SPACE = st.sampled_from(["", " ", "\n", "\t ", "\r\n"])
+
+
+@st.composite
+def _written(draw: st.DrawFn, value: str) -> str:
+    out = []
+    for char in value:
+        how = draw(st.sampled_from(["plain", "short", "lower", "upper"]))
+        if how == "lower" or (how != "upper" and char in '"\\' and how == "plain"):
+            out.append(f"\\u{ord(char):04x}")
+        elif how == "upper":
+            out.append(f"\\u{ord(char):04X}")
+        elif char in '"\\':
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+@st.composite
+def _json_text(draw: st.DrawFn, depth: int = 0) -> str:
+    kind = draw(st.sampled_from(["string", "number", "object", "array"] if depth < 3 else ["string", "number"]))
+    if kind == "string":
+        return draw(_written(draw(_TRICKY)))
+    if kind == "number":
+        return draw(st.sampled_from(["0", "-1.50", "1e5", "12345678901234567890.123456789"]))
+    if kind == "array":
+        items = draw(st.lists(_json_text(depth + 1), max_size=3))
+        return "[" + draw(_SPACE) + ",".join(items) + draw(_SPACE) + "]"
+    keys = draw(st.lists(st.sampled_from(["", ":", "a", 'a"', "\\:", ":a:", " "]), max_size=4))
+    members = [draw(_SPACE) + draw(_written(key)) + draw(_SPACE) + ":" + draw(_SPACE) + draw(_json_text(depth + 1))
+               for key in keys]
+    return "{" + ",".join(members) + draw(_SPACE) + "}"
+
+
+def _repeats_a_key(published: str) -> bool:
+    repeated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        repeated = repeated or len({key for key, _ in items}) < len(items)
+        return dict(items)
+
+    json.loads(published, object_pairs_hook=pairs)
+    return repeated
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(_json_text())
+def test_duplicate_key_flag_is_exact_for_any_keys_strings_escapes_and_spacing(value: str) -> None:
+    # GIVEN a release holding any value whose keys and strings are made of what key counting could mistake
+    published = '{"ocid": "a", "id": "1", "date": "2020-01-01T00:00:00Z", "x": ' + value + "}"
+    # THEN it is flagged duplicate_key exactly when an object in it repeats a key (as the parser sees keys)
+    assert ("duplicate_key" in row_of(published).flags) == _repeats_a_key(published)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.from_regex(r"-?(0|[1-9][0-9]{0,40})(\.[0-9]{1,40})?([eE][-+]?[0-9]{1,6})?", fullmatch=True))
+def test_any_number_is_read_exactly_with_its_published_digits(number: str) -> None:
+    # GIVEN an amount of any size, precision and exponent
+    result = to_row(Found(with_amount(number), PACKAGE, "/releases/0"), SOURCE)
+    exact = Decimal(number)
+    sign, digits, exponent = exact.as_tuple()
+    assert isinstance(exponent, int)
+    if len(digits) + exponent > 131072 or -exponent > 16383:
+        # THEN one beyond PostgreSQL's numeric is rejected
+        assert isinstance(result, Rejection) and result.reason == "number_out_of_range"
+    else:
+        # THEN any other keeps its value and digits (an integer as int): the column, and the parsed release
+        # that compiling merges
+        assert isinstance(result, ReleaseRow), result
+        expected = int(number) if number.lstrip("-").isdigit() else exact
+        amount = result.value["tender"]["value"]["amount"]
+        assert (type(amount), str(amount), result.value_amount) == (type(expected), str(expected), str(expected))
+
+
 def test_bytes_invalid_in_utf_8_are_read_as_windows_1252_with_flag_legacy_encoding() -> None:
     # GIVEN a release whose bytes are UTF-8 except one windows-1252 byte (and a curly quote)
     data = text(with_(title="Café ")).encode("utf-8")[:-1] + b', "note": "\x93caf\xe9\x94"}'
@@ -481,6 +560,26 @@ def test_parse_date_returns_the_exact_utc_instant_and_flags(text: str, moment: d
     parsed, parsed_flags = parse_date(text)
     assert (parsed, parsed_flags) == (moment, flags)
     assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(list("0123456789") * 3 + ["\u0663", " ", "+", "_", "W"]), min_size=14, max_size=14))
+def test_parse_date_of_the_usual_form_is_the_instant_its_fields_say(chars: list[str]) -> None:
+    # GIVEN a text shaped like 2020-01-01T00:00:00Z whose digits may be anything (a real date or not)
+    digits = iter(chars)
+    text = "".join(next(digits) if c == "D" else c for c in "DDDD-DD-DDTDD:DD:DDZ")
+    fields = [text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19]]
+    try:
+        assert all(field.isdecimal() for field in fields)
+        expected: datetime | None = datetime(*map(int, fields), tzinfo=UTC)  # type: ignore[misc]
+    except (AssertionError, ValueError):
+        expected = None
+    # THEN it is that instant in UTC with no flag, or refused if that is not a real date-time
+    if expected is None:
+        with pytest.raises(ValueError):
+            parse_date(text)
+    else:
+        assert parse_date(text) == (expected, [])
 
 
 @pytest.mark.parametrize(("text", "message"), [
