@@ -92,6 +92,18 @@ class MergeFailed(Exception):
     string, an ``id`` that is a list); the same releases always fail the same way."""
 
 
+class NotIncremental(Exception):
+    """Raised if merging onto a compiled release might not equal merging all the releases: among the paths merged,
+    one is both a value and an object (or array). The reference resolves (or refuses) that by the order in which
+    it first met each path, nulls included, which a stored compiled release no longer holds: merge them all."""
+
+
+def _has_path_conflict(flattened: dict[tuple[Any, ...], Any]) -> bool:
+    """Whether some key of a flattened release is a proper prefix of another (a value and an object at one path)."""
+    keys = set(flattened)
+    return any(key[:end] in keys for key in keys for end in range(1, len(key)))
+
+
 class _NotSimple(Exception):
     """Raised if a release has what only the reference merge resolves (repeated or non-string ids)."""
 
@@ -165,7 +177,8 @@ def _compile_one(release: dict[str, Any], rules: MergeRules) -> dict[str, Any]:
 def compile_releases(releases: Sequence[dict[str, Any]], rules: MergeRules, *,
                      onto: dict[str, Any] | None = None, overrides: dict[Any, Any] | None = None) -> dict[str, Any]:
     """The compiled release of ``releases``, given in merge order, optionally merged onto an earlier compiled
-    release of the same ocid (``onto``): the incremental case, equal to merging all releases from scratch."""
+    release of the same ocid (``onto``): the incremental case, equal to merging all releases from scratch, or
+    ``NotIncremental`` where it might not be (then the caller merges all of them)."""
     if len(releases) == 1 and onto is None and not overrides:
         try:
             return _compile_one(releases[0], rules)
@@ -176,6 +189,8 @@ def compile_releases(releases: Sequence[dict[str, Any]], rules: MergeRules, *,
     try:
         return reference_compile(releases, rules, onto=onto, overrides=overrides)
     except (OCDSMergeError, TypeError, AttributeError) as error:
+        if onto is not None:  # whether all of them fail too is for the merge of all of them to say
+            raise NotIncremental(str(error)) from error
         raise MergeFailed(f"{type(error).__name__}: {error}") from error
 
 
@@ -192,6 +207,8 @@ def reference_compile(releases: Sequence[dict[str, Any]], rules: MergeRules, *,
         warnings.simplefilter("ignore", DuplicateIdValueWarning)
         for release in releases:
             merged.append(release)
+    if onto is not None and _has_path_conflict(merged.data):
+        raise NotIncremental("a path is both a value and an object among the releases")
     return merged.asdict()
 
 

@@ -337,3 +337,16 @@ def test_compile_releases_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMPILE_RELEASES", "maybe")
     with pytest.raises(ConfigurationError, match="COMPILE_RELEASES"):
         environment.compile_releases()
+
+
+def test_an_incremental_merge_that_might_differ_merges_every_release(db: Database) -> None:
+    # /buyer/period is first a null, then an object, then a string: the reference refuses the three, but only
+    # because it met the null first, which the stored compiled release of the first no longer holds.
+    periods = [None, {"title": None}, ""]
+    pages = [package(release("ocds-path", str(n), f"2020-01-0{n + 1}T00:00:00Z", buyer={"period": period}),
+                     version=None) for n, period in enumerate(periods)]
+    save_page(db, pages[0], "s")
+    save_page(db, package(*pages[1]["releases"], *pages[2]["releases"], version=None), "s")
+    row = db.execute("SELECT data IS NULL, release_count, compile_error FROM compiled_releases WHERE ocid = :o",
+                     "read", o="ocds-path")[0]
+    assert row[:2] == [True, 3] and "InconsistentTypeError" in row[2]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from ingest.compile import (
     MergeFailed,
+    NotIncremental,
     compile_releases,
     dumps,
     extract,
@@ -223,14 +224,32 @@ def test_merging_onto_a_compiled_release_equals_merging_all(bodies: list[dict[st
     split = min(split, len(releases) - 1)
     rules = merge_rules(version)
     try:
-        whole = compile_releases(releases, rules)
-    except MergeFailed:  # a string, then an object at one path: refused both ways
-        with pytest.raises(MergeFailed):
-            compile_releases(releases[split:], rules, onto=loads(dumps(compile_releases(releases[:split], rules))))
-        return
-    # Through text, as the database stores it.
-    head = loads(dumps(compile_releases(releases[:split], rules)))
-    assert loads(dumps(compile_releases(releases[split:], rules, onto=head))) == loads(dumps(whole))
+        whole: dict[str, Any] | None = loads(dumps(compile_releases(releases, rules)))
+    except MergeFailed:  # a string, then an object at one path: refused
+        whole = None
+    try:
+        # Through text, as the database stores it.
+        head = loads(dumps(compile_releases(releases[:split], rules)))
+    except MergeFailed:
+        return  # nothing stored to merge onto: the store merges all of them
+    try:
+        onto = loads(dumps(compile_releases(releases[split:], rules, onto=head)))
+    except NotIncremental:
+        return  # the store merges all of them instead: that is ``whole``
+    assert onto == whole
+
+
+def test_a_path_that_is_a_value_and_an_object_is_merged_from_all_releases() -> None:
+    # The reference meets /buyer/period first as a null, then as an object, then as a string, and refuses;
+    # the stored compiled release of the first no longer holds the null, so merging onto it would not refuse.
+    releases = [{"ocid": "o", "id": str(n), "date": f"2020-01-0{n + 1}T00:00:00Z", "buyer": {"period": period}}
+                for n, period in enumerate([None, {"title": None}, ""])]
+    rules = merge_rules("1.0")
+    with pytest.raises(MergeFailed):
+        compile_releases(releases, rules)
+    head = loads(dumps(compile_releases(releases[:1], rules)))
+    with pytest.raises(NotIncremental):
+        compile_releases(releases[1:], rules, onto=head)
 
 
 _values = st.one_of(st.none(), st.text(max_size=2), st.integers(-3, 3), st.just([]), st.just({}),

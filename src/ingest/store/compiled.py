@@ -33,6 +33,7 @@ from typing import Any
 
 from ingest.compile import (
     MergeFailed,
+    NotIncremental,
     compile_releases,
     dumps,
     extract,
@@ -310,15 +311,13 @@ def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileRe
         onto = loads(stored[plan.ocid]) if plan.onto else None
         head = plan.keys[:plan.onto]
         try:
-            # A release of the page just written comes parsed already (``known``); one read back is JSON text.
-            compiled: dict[str, Any] | None = compile_releases([loads(row[7]) if isinstance(row[7], str)
-                                                                else row[7] for row in tail],
-                                                               merge_rules(plan.version), onto=onto)
-            error = None
-        except MergeFailed as failed:
-            # Recorded with the inputs' hash: the same releases fail the same way, so this is not retried until
-            # they change, and the page goes on.
-            compiled, error = None, str(failed)
+            compiled, error = _merge(tail, plan.version, onto)
+        except NotIncremental:
+            # Merging onto the stored compiled release might differ from merging all: all of them, then.
+            tail = sorted(db.execute(_RELEASES, where, ocids=array_literal([plan.ocid] * len(plan.keys)),
+                                     ids=array_literal([key.release_id for key in plan.keys])), key=_row_order)
+            onto, head = None, []
+            compiled, error = _merge(tail, plan.version, None)
         result.merges += len(tail)
         result.incremental += onto is not None
         merged = [(key.release_id, key.content_hash) for key in head] + [(row[1], bytes(row[3])) for row in tail]
@@ -327,6 +326,18 @@ def _merged_rows(db: Database, plans: list[_Plan], where: str, result: CompileRe
                               last[2] if last else None, last[6] if last else None, last[5] if last else None,
                               error=error))
     return rows
+
+
+def _merge(tail: list[Any], version: str, onto: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The compiled release of ``tail`` (rows in merge order) onto ``onto``, or None and why the merge refused."""
+    try:
+        # A release of the page just written comes parsed already (``known``); one read back is JSON text.
+        return compile_releases([loads(row[7]) if isinstance(row[7], str) else row[7] for row in tail],
+                                merge_rules(version), onto=onto), None
+    except MergeFailed as failed:
+        # Recorded with the inputs' hash: the same releases fail the same way, so this is not retried until they
+        # change, and the page goes on.
+        return None, str(failed)
 
 
 def _row_order(row: Any) -> tuple[int, str, bytes]:
