@@ -20,7 +20,7 @@ from ingest.compile import compile_releases, loads, merge_rules
 from ingest.pages import save_page
 from ingest.store.compiled import compile_ocids, inputs_hash, ocids_to_compile, stored_releases
 from ingest.store.connection import Database, connect_url
-from ingest.tcp_proxy import LatencyProxy
+from tests.tools.tcp_proxy import LatencyProxy
 from tests.conftest import samples_dir
 
 

@@ -19,7 +19,7 @@ from ingest.errors import DatabaseUnavailable
 from ingest.pages import save_page
 from ingest.store.connection import Database, connect_url
 from ingest.store.writer import STRATEGIES
-from ingest.tcp_proxy import LatencyProxy
+from tests.tools.tcp_proxy import LatencyProxy
 from tests.conftest import table_checksum
 
 
