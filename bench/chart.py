@@ -34,8 +34,10 @@ def series(sizes: dict[str, dict[str, Any]], worker: dict[str, Any] | None) -> d
 
 def svg(data: dict[str, list[float | None]], subtitle: str) -> str:
     top = max((value for values in data.values() for value in values if value), default=1.0)
-    step = 10 ** len(str(int(top))) / 10
-    scale_top = step * (int(top // step) + 1)
+    magnitude = 10 ** (len(str(int(top))) - 1)
+    step = next(magnitude * factor for factor in (0.2, 0.5, 1, 2) if top / (magnitude * factor) <= 8)
+    ticks = int(top // step) + 1
+    scale_top = step * ticks
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     group_w = plot_w / len(DELAYS_MS)
     bar_w = group_w * 0.8 / len(data)
@@ -45,9 +47,9 @@ def svg(data: dict[str, list[float | None]], subtitle: str) -> str:
              f'<text x="{LEFT}" y="20" font-size="15" font-weight="bold">Releases per second into PostgreSQL '
              f'(~4 KB OCDS releases)</text>',
              f'<text x="{LEFT}" y="38" fill="#555">{escape(subtitle)}</text>']
-    for tick in range(6):
-        value = scale_top * tick / 5
-        y = TOP + plot_h - plot_h * tick / 5
+    for tick in range(ticks + 1):
+        value = step * tick
+        y = TOP + plot_h - plot_h * tick / ticks
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:,.0f}</text>')
     for group, delay in enumerate(DELAYS_MS):

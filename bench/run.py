@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ntotal {total:.0f} s")
         generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if sizes or worker:
-            chart.write(args.chart, sizes, worker, f"PostgreSQL {server.version()}, {details['nproc']} shared "
-                        f"cores, pages of {args.worker_per_message}; measured {generated[:10]} (bench/run.py)")
+            chart.write(args.chart, sizes, worker, f"PostgreSQL {server.version()} on {details['nproc']} shared cores, "
+                        f"through a latency proxy; seed: pages of {args.page_size_4k}, ours and COPY: messages of "
+                        f"{args.worker_per_message}; {generated[:10]}")
             print(f"wrote {args.chart}")
         output: dict[str, Any] = {
             "generated_at": generated,
