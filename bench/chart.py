@@ -1,5 +1,9 @@
 """The chart of the README: releases/s of the seed's per-row upsert, its VALUES x100, ours and raw COPY at 0, 1
-and 5 ms of round-trip latency, as a hand-written SVG (no plotting library to install for one bar chart)."""
+and 5 ms of round-trip latency, as a hand-written SVG (no plotting library to install for one bar chart).
+
+``make bench`` draws it; ``.venv/bin/python bench/chart.py bench/results.json bench/throughput.svg`` redraws it
+from a results file.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from measure import LIMIT, Run
 DELAYS_MS = (0.0, 1.0, 5.0)
 COLOURS = ("#b8b8b8", "#7a9cc6", "#d9822b", "#3a7d44")
 WIDTH, HEIGHT = 760, 380
-LEFT, RIGHT, TOP, BOTTOM = 70, 20, 50, 70
+LEFT, RIGHT, TOP, BOTTOM = 70, 20, 66, 70
 
 
 def series(sizes: dict[str, dict[str, Any]], worker: dict[str, Any] | None) -> dict[str, list[float | None]]:
@@ -46,7 +50,8 @@ def svg(data: dict[str, list[float | None]], subtitle: str) -> str:
              f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
              f'<text x="{LEFT}" y="20" font-size="15" font-weight="bold">Releases per second into PostgreSQL '
              f'(~4 KB OCDS releases)</text>',
-             f'<text x="{LEFT}" y="38" fill="#555">{escape(subtitle)}</text>']
+             *(f'<text x="{LEFT}" y="{36 + 14 * number}" fill="#555" font-size="11">{escape(line)}</text>'
+               for number, line in enumerate(subtitle.split("\n")))]
     for tick in range(ticks + 1):
         value = step * tick
         y = TOP + plot_h - plot_h * tick / ticks
@@ -80,3 +85,27 @@ def write(path: Path, sizes: dict[str, dict[str, Any]], worker: dict[str, Any] |
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(svg(series(sizes, worker), subtitle))
     return path
+
+
+def main(argv: list[str]) -> int:
+    """Redraw the chart from a results.json written by bench/run.py."""
+    import json
+    from dataclasses import fields
+
+    results = json.loads(Path(argv[0]).read_text())
+    names = {item.name for item in fields(Run)}
+
+    def objects(section: dict[str, Any]) -> dict[str, Any]:
+        return {**section, "run_objects": [Run(**{key: value for key, value in run.items() if key in names})
+                                           for run in section["runs"]]}
+
+    sizes = {label: objects(info) for label, info in results.get("sizes", {}).items()}
+    worker = objects(results["worker"]) if "worker" in results else None
+    write(Path(argv[1]), sizes, worker, results.get("chart_subtitle", ""))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -9,6 +9,7 @@ reaped), the WAL written, and the round trips counted on the wire by the latency
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,11 @@ from baselines import copy_limit, create_tables
 from ingest.store.connection import Database, connect_url
 from ingest.store.local_server import LocalServer
 from ingest.store.migrate import migrate
-from tests.tools.tcp_proxy import LatencyProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # tests.tools (the latency proxy), whichever bench script imports this module
+    sys.path.insert(0, str(ROOT))
+from tests.tools.tcp_proxy import LatencyProxy  # noqa: E402
 
 ONE_MS = 0.001
 Body = Callable[[Database, list[list[dict[str, Any]]]], dict[str, int]]

@@ -34,9 +34,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for _path in (HERE, ROOT):  # the bench's modules and tests.tools (the latency proxy), however this is run
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(HERE) not in sys.path:  # the bench's modules, also when this file is run some other way
+    sys.path.insert(0, str(HERE))
 
 import chart  # noqa: E402
 import compile_bench  # noqa: E402
@@ -247,10 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - begun
         print(f"\ntotal {total:.0f} s")
         generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        subtitle = (f"PostgreSQL {server.version()} on {details['nproc']} shared cores, {generated[:10]}, through a "
+                    f"latency proxy; seed: {args.releases_4k:,} releases in pages of {args.page_size_4k}\n(per-row: "
+                    f"fewer); ours (compiling off) and raw COPY: {args.worker_releases:,} releases, messages of "
+                    f"{args.worker_per_message} / one COPY")
         if sizes or worker:
-            chart.write(args.chart, sizes, worker, f"PostgreSQL {server.version()} on {details['nproc']} shared cores, "
-                        f"through a latency proxy; seed: pages of {args.page_size_4k}, ours and COPY: messages of "
-                        f"{args.worker_per_message}; {generated[:10]}")
+            chart.write(args.chart, sizes, worker, subtitle)
             print(f"wrote {args.chart}")
         output: dict[str, Any] = {
             "generated_at": generated,
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "seed": args.seed, "machine": details,
             "postgresql": {"major": server.version(), "version": version, "settings": settings},
             "round_trip_ms": {name: round(seconds * 1000, 4) for name, seconds in round_trips.items()},
-            "figures": figures, "other_targets": others,
+            "figures": figures, "other_targets": others, "chart_subtitle": subtitle,
             "sizes": {label: without_runs(info) for label, info in sizes.items()},
             "scale": scaling, "total_seconds": round(total, 1),
         }
