@@ -280,11 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: stopping PostgreSQL", file=sys.stderr, flush=True)
         return 130
     finally:
-        if bench is not None:
-            bench.close()
-        if server is not None:
-            server.stop(delete=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if bench is not None:
+                bench.close()
+        finally:  # the server is stopped even when closing a broken connection fails
+            if server is not None:
+                server.stop(delete=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
