@@ -23,7 +23,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run as bench_run  # noqa: E402
+from data import SEED, generate, json_size, paginate  # noqa: E402
+from engine_tables import _save, engine_prepare  # noqa: E402
+from measure import Bench  # noqa: E402
 
 from ingest.store import writer  # noqa: E402
 from ingest.store.local_server import start  # noqa: E402
@@ -62,16 +64,16 @@ def main() -> int:
     specs = [("4 KB", 20_000 // divide, 4_000, 250, 0), ("20 KB", 5_000 // divide, 20_000, 50, 1_000_000)]
     tmp = Path(tempfile.mkdtemp(prefix="ocds-ab-"))
     server = start(tmp / "pg")
-    bench = bench_run.Bench(server)
+    bench = Bench(server)
     results: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     try:
         for label, count, target, page_size, first in specs:
-            releases = bench_run.generate(count, target, first, bench_run.SEED + first)
-            pages = bench_run.paginate(releases, page_size)
+            releases = generate(count, target, first, SEED + first)
+            pages = paginate(releases, page_size)
             database = f"ab_{target}"
             bench.create_database(database)
             common = {"size": label, "database": database, "page_size": page_size,
-                      "mean_bytes": round(sum(map(bench_run.json_size, releases)) / len(releases))}
+                      "mean_bytes": round(sum(map(json_size, releases)) / len(releases))}
             for round_number in range(args.rounds):
                 order = list(variants) if round_number % 2 == 0 else list(reversed(variants))
                 for strategy in strategies:
@@ -83,12 +85,12 @@ def main() -> int:
                                  page_seconds: list[float] = page_seconds) -> dict[str, int]:
                             for page in pages:
                                 began = time.perf_counter()
-                                bench_run._save(db, page, strategy)
+                                _save(db, page, strategy)
                                 page_seconds.append(time.perf_counter() - began)
                             return {}
 
                         def prepare(db: Any, strategy: str = strategy) -> None:
-                            bench_run.engine_prepare(db, strategy)
+                            engine_prepare(db, strategy)
 
                         fresh = bench.measure(strategy=strategy, table="releases", delay=0.0, pages=pages,
                                               body=body, prepare=prepare, **common)

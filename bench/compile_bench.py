@@ -83,24 +83,22 @@ def _time_pages(bench: Any, databases: dict[str, str], pages: list[list[dict[str
             connections[mode] = db
         for number, page in enumerate(pages):
             for mode in MODES[number % 3:] + MODES[:number % 3]:
-                wall, cpu = _timed(bench.postmaster, save_page, connections[mode],
+                wall, cpu = _timed(bench, save_page, connections[mode],
                                    {"version": "1.1", "releases": page}, "bench", compile_releases=mode)
                 totals[mode]["worker"] += wall
                 totals[mode]["worker_cpu"] += cpu
-        wall, cpu = _timed(bench.postmaster, compile_pending, connections["deferred"])
+        wall, cpu = _timed(bench, compile_pending, connections["deferred"])
         totals["deferred"]["step"], totals["deferred"]["step_cpu"] = wall, cpu
     return {mode: {name: value / len(pages) for name, value in figures.items()} for mode, figures in totals.items()}
 
 
-def _timed(postmaster: int, work: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, float]:
+def _timed(bench: Any, work: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, float]:
     """Wall seconds and CPU seconds (this process and every server process) of ``work(*args, **kwargs)``."""
-    from run import server_cpu  # bench/run.py's accounting of the server's processes
-
-    server = server_cpu(postmaster)
+    server = bench.server_cpu()
     started, cpu = time.perf_counter(), time.process_time()
     work(*args, **kwargs)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return wall, cpu + server_cpu(postmaster) - server
+    return wall, cpu + bench.server_cpu() - server
 
 
 def run(bench: Any, generate: Callable[[int, int, int, int], list[dict[str, Any]]], seed: int,

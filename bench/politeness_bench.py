@@ -29,7 +29,11 @@ from ingest.store import source_limits
 from ingest.store.connection import Database, connect_url
 from ingest.store.local_server import start
 from ingest.store.migrate import migrate
-from ingest.tcp_proxy import LatencyProxy
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # tests.tools, when this file is run as a script
+    sys.path.insert(0, str(ROOT))
+from tests.tools.tcp_proxy import LatencyProxy  # noqa: E402
 
 DATABASE = "bench_politeness"
 NO_RATE = dict(interval=0.0, tolerance=0.0, lease_seconds=180.0)

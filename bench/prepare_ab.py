@@ -44,7 +44,7 @@ def measure(bodies_file: str) -> None:
 
 def main(revisions: list[str]) -> int:
     sys.path.insert(0, str(HERE))
-    from run import generate, paginate
+    from data import generate, paginate
 
     pages = paginate(generate(2000, 4096, 1, 7), 200)
     with tempfile.TemporaryDirectory() as folder:

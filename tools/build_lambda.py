@@ -28,7 +28,7 @@ PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3",
 
 # The command line and the local and test tools: never imported by a handler, so not shipped to Lambda.
 LOCAL_ONLY = ("cli.py", "cli_*.py", "compile_cli.py", "file_loader.py", "inputs.py", "invoke.py",
-              "local_publisher.py", "local_pipeline.py", "local_server.py", "tcp_proxy.py")
+              "local_publisher.py", "local_pipeline.py", "local_server.py")
 
 def compile_for_lambda(python313: str | None, build: Path) -> str:
     """Byte-compile with CPython 3.13 so cold starts do not compile (/var/task is read-only, so Lambda would

@@ -20,8 +20,8 @@ from ingest.compile import compile_releases, loads, merge_rules
 from ingest.pages import save_page
 from ingest.store.compiled import compile_ocids, inputs_hash, ocids_to_compile, stored_releases
 from ingest.store.connection import Database, connect_url
-from ingest.tcp_proxy import LatencyProxy
 from tests.conftest import samples_dir
+from tests.tools.tcp_proxy import LatencyProxy
 
 
 def release(ocid: str, release_id: str, date: str, **extra: Any) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from ingest.errors import DatabaseUnavailable
 from ingest.pages import save_page
 from ingest.store.connection import Database, connect_url
 from ingest.store.writer import STRATEGIES
-from ingest.tcp_proxy import LatencyProxy
 from tests.conftest import table_checksum
+from tests.tools.tcp_proxy import LatencyProxy
 
 
 def release(ocid: str, release_id: str, date: str, **extra: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Tests for ingest.tcp_proxy.LatencyProxy against a tiny loopback request/response server.
+"""Tests for tests.tools.tcp_proxy.LatencyProxy against a tiny loopback request/response server.
 
 Wire format of the test server (a stand-in for PostgreSQL's extended protocol):
 a request frame is 1 kind byte + 4-byte big-endian length + payload.
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingest.tcp_proxy import LatencyProxy
+from tests.tools.tcp_proxy import LatencyProxy
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 

@@ -1,0 +1,94 @@
+"""The issue's figures side by side, each as a ratio against its target, and the bench's other targets.
+
+| figure | measured as |
+|---|---|
+| worker end to end vs the limit | worker rel/s / raw COPY (the limit) rel/s, both connected directly |
+| database CPU per release vs the limit's | every server process's CPU (utime+stime) per release, the same runs |
+| worker process CPU per release vs json.loads | the whole worker process's CPU per release (direct run) / the
+  standard library's ``json.loads`` of the same message bodies per release |
+| round trips per page | counted on the wire by the proxy, per message (a page) |
+| at 1 ms RTT vs loopback; vs one upsert per release | worker rel/s at 1 ms / at 0 ms (both through the proxy);
+  worker rel/s at 1 ms / the seed's per-row upsert at 1 ms (4 KB table) |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine_tables import ENGINE, PER_ROW, find
+from measure import LIMIT, Run
+
+TARGETS = {"vs_limit": 0.60, "server_cpu": 1.3, "client_cpu": 1.5, "round_trips": 4, "latency": 0.85,
+           "vs_per_row": 50.0}
+
+
+def _row(figure: str, measured: str, value: float, target: float, higher_is_better: bool) -> dict[str, Any]:
+    met = value >= target if higher_is_better else value <= target
+    return {"figure": figure, "measured": measured, "value": round(value, 3),
+            "target": f"{'≥' if higher_is_better else '≤'} {target:g}", "pass": met}
+
+
+def issue_figures(worker: dict[str, Any] | None, sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    if not worker:
+        return []
+    runs: list[Run] = worker["run_objects"]
+    name = f"worker [{worker['strategies'][0]}]"
+    direct, limit = find(runs, name, 0.0, direct=True), find(runs, LIMIT, 0.0, direct=True)
+    loopback, slow = find(runs, name, 0.0), find(runs, name, 1.0)
+    rows = []
+    if direct and limit:
+        rows.append(_row("worker end to end vs raw COPY (the limit)",
+                         f"{direct.rate:,.0f} vs {limit.rate:,.0f} rel/s", direct.rate / limit.rate,
+                         TARGETS["vs_limit"], True))
+        ours, theirs = direct.server_cpu / direct.releases, limit.server_cpu / limit.releases
+        rows.append(_row("database CPU per release, all server processes, vs raw COPY's",
+                         f"{ours * 1e6:,.0f} vs {theirs * 1e6:,.0f} µs", ours / theirs if theirs else 0.0,
+                         TARGETS["server_cpu"], False))
+        parse = worker["body_parse_cpu_seconds"] / worker["releases"]
+        process = direct.process_cpu / direct.releases
+        rows.append(_row("worker process CPU per release vs json.loads of the same bodies",
+                         f"{process * 1e6:,.0f} vs {parse * 1e6:,.0f} µs", process / parse if parse else 0.0,
+                         TARGETS["client_cpu"], False))
+    if loopback and loopback.wire_per_message is not None:
+        rows.append(_row("round trips per page (on the wire)", f"{loopback.wire_per_message:.2f}",
+                         loopback.wire_per_message, TARGETS["round_trips"], False))
+    if loopback and slow:
+        rows.append(_row("at 1 ms RTT vs loopback", f"{slow.rate:,.0f} vs {loopback.rate:,.0f} rel/s",
+                         slow.rate / loopback.rate, TARGETS["latency"], True))
+        per_row = find(sizes.get("4 KB", {}).get("run_objects", []), PER_ROW, 1.0)
+        if per_row and per_row.rate:
+            rows.append(_row("at 1 ms RTT vs one upsert per release", f"{slow.rate:,.0f} vs {per_row.rate:,.0f} rel/s",
+                             slow.rate / per_row.rate, TARGETS["vs_per_row"], True))
+    return rows
+
+
+def engine_targets(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The engine (save_page, from release dicts) per release size: vs the limit, round trips, latency."""
+    rows = []
+    for label, info in sizes.items():
+        runs: list[Run] = info["run_objects"]
+        engine, limit, slow = find(runs, ENGINE, 0.0), find(runs, LIMIT, 0.0), find(runs, ENGINE, 1.0)
+        if engine and limit:
+            rows.append(_row(f"{label}: engine vs raw COPY (the limit), both via the proxy at 0 ms",
+                             f"{engine.rate:,.0f} vs {limit.rate:,.0f} rel/s", engine.rate / limit.rate,
+                             TARGETS["vs_limit"], True))
+        if engine and engine.wire_per_page is not None:
+            rows.append(_row(f"{label}: engine round trips per page (on the wire)", f"{engine.wire_per_page:.2f}",
+                             engine.wire_per_page, TARGETS["round_trips"], False))
+        if engine and slow:
+            rows.append(_row(f"{label}: engine at 1 ms RTT vs loopback",
+                             f"{slow.rate:,.0f} vs {engine.rate:,.0f} rel/s", slow.rate / engine.rate,
+                             TARGETS["latency"], True))
+    return rows
+
+
+def print_figures(title: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print(f"\n=== {title} ===")
+    width = max(len(row["figure"]) for row in rows)
+    measured = max(len(row["measured"]) for row in rows)
+    print(f"{'figure':<{width}}  {'measured':<{measured}}  {'ratio':>7}  {'target':<7}")
+    for row in rows:
+        print(f"{row['figure']:<{width}}  {row['measured']:<{measured}}  {row['value']:>7.2f}  {row['target']:<7}  "
+              f"{'PASS' if row['pass'] else 'FAIL'}")

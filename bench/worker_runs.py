@@ -1,0 +1,321 @@
+"""The worker Lambda's throughput: ``handler.worker.lambda_handler`` in-process against the physical limit.
+
+The events are SQS events of inline pages (release packages of 200 synthetic ~4 KB releases per message, five
+records per event: the stack's BatchSize, so an event fits Lambda's 6 MB payload), timed from the event dicts
+to committed rows on a warm worker (connected and prepared by one warm-up invocation), compiling off (its cost is
+bench/compile_bench.py's). Each repetition runs the limit (the same rows, encoded beforehand, in one psycopg
+COPY) and then the worker, alternated, so a busy moment of this shared machine touches both:
+
+* directly connected (no proxy): end to end vs the limit, database CPU and the worker process's CPU per release;
+* through the latency proxy at 0, 1 and 5 ms: round trips per message on the wire, and what latency costs.
+
+Without a database (a stand-in that answers at once): ``json.loads`` of the same bodies, ``Worker.process`` and
+the whole handler, and the handler's fixed cost per invocation (Powertools).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import worker_bench
+from baselines import encode_copy
+from data import SOURCE, json_size
+from measure import LIMIT, ONE_MS, Bench, NullDatabase, Run, best_of, process_cpu, progress, proxied
+
+WORKER_DATABASE = "bench_worker"
+FIVE_MS = 0.005
+DELAYS: tuple[float | None, ...] = (None, 0.0, ONE_MS, FIVE_MS)
+
+
+def _handler_module() -> Any:
+    """``handler.worker``, imported once the environment it reads at import (Powertools) is set."""
+    os.environ.update(worker_bench.POWERTOOLS_ENV)
+    import handler.worker as module
+
+    return module
+
+
+def _drop_worker(module: Any) -> None:
+    """Close the warm worker and forget it, so the next invocation reconnects with the current environment."""
+    if module._worker is not None:
+        module._worker.close()
+    module._worker = None
+
+
+def _failures(responses: list[dict[str, Any]]) -> list[Any]:
+    return [item for response in responses for item in (response or {}).get("batchItemFailures", [None])]
+
+
+def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float | None,
+                   events: list[dict[str, Any]], warm: dict[str, Any], releases: int, messages: int,
+                   per_message: int, mean_bytes: int, sink: Any) -> Run:
+    """Invoke the handler with every event through a freshly connected (then warmed) worker; ``delay`` None:
+    connected straight to the server, else through a fresh proxy adding ``delay`` seconds per round trip."""
+    from ingest.queue import LocalContext
+
+    database = WORKER_DATABASE
+    with proxied(bench.server.port, delay) as (port, proxy):
+        os.environ["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{port}/{database}"
+        os.environ["WRITE_STRATEGY"] = strategy
+        os.environ["COMPILE_RELEASES"] = "false"
+        _drop_worker(module)
+        try:
+            with contextlib.redirect_stdout(sink):
+                warmed = module.lambda_handler(warm, LocalContext(120))
+            if _failures([warmed]):
+                raise SystemExit(f"worker [{strategy}]: the warm-up invocation failed: {warmed}")
+            bench.reset(database, "releases")  # the warm-up's row gone, a clean checkpoint
+            db = module._worker.connections._db
+            backend = int(db.run("SELECT pg_backend_pid()", "bench")[0][0])
+            wal_before = bench.wal_lsn()
+            server_before, backend_before = bench.server_cpu(), process_cpu(backend)
+            if proxy is not None:
+                proxy.reset_round_trips()
+            self_before = db.round_trips
+            responses = []
+            with contextlib.redirect_stdout(sink):
+                process_before, thread_before = time.process_time(), time.thread_time()
+                started = time.perf_counter()
+                for event in events:
+                    responses.append(module.lambda_handler(event, LocalContext(120)))
+                seconds = time.perf_counter() - started
+                thread_cpu = time.thread_time() - thread_before
+                process_cpu_used = time.process_time() - process_before
+            wire = proxy.round_trips if proxy is not None else None
+            backend_used = process_cpu(backend) - backend_before
+            server_used = bench.server_cpu() - server_before
+            if module._worker.connections._db is not db:
+                raise SystemExit(f"worker [{strategy}]: the worker reconnected during the run")
+            self_trips = db.round_trips - self_before
+        finally:
+            _drop_worker(module)
+    failures = _failures(responses)
+    if failures or len(responses) != len(events):
+        raise SystemExit(f"worker [{strategy}]: batchItemFailures {failures[:5]} in {len(responses)} responses")
+    rejected = {table: bench.count(database, table) for table in ("rejected_messages", "rejected_releases")}
+    run = Run(strategy=f"worker [{strategy}]", size="worker", delay_ms=(delay or 0.0) * 1000, releases=releases,
+              page_size=per_message, pages=messages, seconds=seconds, mean_bytes=mean_bytes,
+              wire_round_trips=wire, self_round_trips=self_trips, client_cpu=thread_cpu,
+              proxy_cpu=max(0.0, process_cpu_used - thread_cpu), process_cpu=process_cpu_used,
+              backend_cpu=backend_used, other_server_cpu=max(0.0, server_used - backend_used),
+              wal_bytes=bench.wal_lsn() - wal_before, rows_after=bench.count(database, "releases"),
+              counts={"events": len(events), "messages": messages, "failures": 0, **rejected}, direct=delay is None)
+    if run.rows_after != releases or any(rejected.values()):
+        raise SystemExit(f"worker [{strategy}]: {run.rows_after} rows after the run (expected {releases}), "
+                         f"rejected {rejected}")
+    return run
+
+
+def body_parse_cpu(bodies: list[str], repeat: int = 3) -> float:
+    """Process CPU seconds of the standard library's ``json.loads`` of every body (best of ``repeat``)."""
+    best = float("inf")
+    for _ in range(repeat):
+        began = time.process_time()
+        for body in bodies:
+            json.loads(body)
+        best = min(best, time.process_time() - began)
+    return best
+
+
+def worker_client_side(module: Any, events: list[dict[str, Any]], strategy: str, sink: Any,
+                       overhead_invocations: int) -> dict[str, Any]:
+    """Where the worker's client time goes, with no database (a stand-in that answers at once).
+
+    On real events: json.loads of the bodies, ``Worker.process`` of them, the whole handler. On events of
+    five one-release pages: the handler's fixed cost per invocation (Powertools: batch processor, logger,
+    metrics flush) as handler - Worker.process, and what its INFO logs would add if they were not silenced.
+    """
+    from ingest.queue import LocalContext
+    from ingest.worker import Connections, Message, Worker
+
+    null = NullDatabase()
+
+    def null_worker() -> Worker:
+        # The client side of the write alone (compiling's cost: bench/compile_bench.py).
+        return Worker(Connections(lambda: null), {}, strategy=strategy,  # type: ignore[arg-type, return-value]
+                      compile_releases=False)
+
+    def process_all(bodies: list[str], repeat: int = 1) -> float:
+        worker = null_worker()
+        began = time.perf_counter()
+        for _ in range(repeat):
+            for number, body in enumerate(bodies):
+                worker.process(Message(f"client-{number}", body, SOURCE))
+        return time.perf_counter() - began
+
+    def handler_all(batch: list[dict[str, Any]], repeat: int = 1) -> float:
+        module._worker = null_worker()
+        try:
+            with contextlib.redirect_stdout(sink):
+                began = time.perf_counter()
+                for _ in range(repeat):
+                    for event in batch:
+                        response = module.lambda_handler(event, LocalContext(120))
+                        if _failures([response]):
+                            raise SystemExit(f"the handler without a database failed: {response}")
+                return time.perf_counter() - began
+        finally:
+            module._worker = None
+
+    @contextlib.contextmanager
+    def info_logs() -> Iterator[None]:
+        """Powertools' INFO logs on (as deployed), written to /dev/null instead of stdout."""
+        handlers = [handler for handler in module.logger.handlers if isinstance(handler, logging.StreamHandler)]
+        level, streams = module.logger.log_level, [handler.stream for handler in handlers]
+        module.logger.setLevel("INFO")
+        for handler in handlers:
+            handler.setStream(sink)
+        try:
+            yield
+        finally:
+            module.logger.setLevel(level)
+            for handler, stream in zip(handlers, streams, strict=True):
+                handler.setStream(stream)
+
+    bodies = [record["body"] for event in events for record in event["Records"]]
+    releases = sum(len(json.loads(body)["page"]["releases"]) for body in bodies)
+    began = time.perf_counter()
+    for body in bodies:
+        json.loads(body)
+    parse = time.perf_counter() - began
+    process = process_all(bodies)
+    handler = handler_all(events)
+
+    tiny = worker_bench.events([worker_bench.tiny_event(SOURCE, 8_000_000 + number)["Records"][0]["body"]
+                                for number in range(5)], 5, SOURCE, 8_000_000)
+    tiny_bodies = [record["body"] for record in tiny[0]["Records"]]
+    handler_all(tiny, 20)  # warm
+    tiny_process = min(process_all(tiny_bodies, overhead_invocations) for _ in range(3))
+    tiny_quiet = min(handler_all(tiny, overhead_invocations) for _ in range(3))
+    with info_logs():
+        tiny_loud = min(handler_all(tiny, overhead_invocations) for _ in range(3))
+    per_invocation = (tiny_quiet - tiny_process) / overhead_invocations
+    logs = (tiny_loud - tiny_quiet) / overhead_invocations
+    seconds_per_event = handler / len(events)
+    return {"releases": releases, "messages": len(bodies), "invocations": len(events),
+            "body_parse_seconds": round(parse, 4), "worker_process_seconds": round(process, 4),
+            "handler_seconds": round(handler, 4), "handler_rate": round(releases / handler, 1),
+            "overhead_invocations": overhead_invocations,
+            "powertools_ms_per_invocation": round(per_invocation * 1000, 4),
+            "info_logging_ms_per_invocation": round(logs * 1000, 4),
+            "info_logging_share_of_an_event": round(logs / seconds_per_event, 5)}
+
+
+
+def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dict[str, Any]:
+    module = _handler_module()
+    bench.create_database(WORKER_DATABASE)
+    mean = round(sum(map(json_size, releases)) / len(releases))
+    bodies = worker_bench.inline_bodies(releases, args.worker_per_message, SOURCE)
+    events = worker_bench.events(bodies, args.worker_batch, SOURCE)
+    warm = worker_bench.tiny_event(SOURCE, 9_000_000)
+    encoded = encode_copy(releases)
+    body_bytes = [len(body.encode("utf-8")) for body in bodies]
+    payloads = [len(worker_bench.event_bytes(event)) for event in events]
+    info: dict[str, Any] = {
+        "releases": len(releases), "mean_bytes": mean, "per_message": args.worker_per_message,
+        "messages": len(bodies), "records_per_event": args.worker_batch, "events": len(events),
+        "body_bytes_mean": round(statistics.mean(body_bytes)), "body_bytes_max": max(body_bytes),
+        "event_payload_bytes_max": max(payloads), "repeat": args.repeat, "strategies": args.worker_strategies,
+        "copy_bytes": len(encoded),
+    }
+    if max(body_bytes) > worker_bench.SQS_MESSAGE_LIMIT or max(payloads) > worker_bench.LAMBDA_PAYLOAD_LIMIT:
+        progress(f"[worker] warning: bodies up to {max(body_bytes):,} B, events up to {max(payloads):,} B: "
+                 "above what SQS and Lambda accept")
+    progress(f"[worker] {len(releases):,} releases (mean {mean:,} B) in {len(bodies)} inline bodies of "
+             f"{args.worker_per_message} (mean {info['body_bytes_mean'] / 1e3:,.0f} KB, max "
+             f"{max(body_bytes) / 1e3:,.0f} KB), {len(events)} events of {args.worker_batch} records "
+             f"(payload up to {max(payloads) / 1e6:.2f} MB); the limit copies {len(encoded) / 1e6:.1f} MB")
+    runs: list[Run] = []
+    default = args.worker_strategies[0]
+    sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    try:
+        for delay in DELAYS:
+            where = "direct" if delay is None else f"{delay * 1000:g} ms"
+            # The default strategy everywhere; the others directly connected only.
+            strategies = args.worker_strategies if delay is None else [default]
+            tries: dict[str, list[Run]] = {LIMIT: [], **{strategy: [] for strategy in strategies}}
+            for _ in range(max(1, args.repeat)):
+                tries[LIMIT].append(bench.measure_limit(database=WORKER_DATABASE, delay=delay, data=encoded,
+                                                        releases=len(releases), size="worker",
+                                                        page_size=args.worker_per_message, mean_bytes=mean))
+                for strategy in strategies:
+                    tries[strategy].append(measure_worker(
+                        bench, module, strategy=strategy, delay=delay, events=events, warm=warm,
+                        releases=len(releases), messages=len(bodies), per_message=args.worker_per_message,
+                        mean_bytes=mean, sink=sink))
+            for items in tries.values():
+                run = best_of(items)
+                runs.append(run)
+                trips = "" if run.strategy == LIMIT else (
+                    f", {_opt(run.wire_per_message)} RT/message on the wire ({_opt(run.self_per_message)} "
+                    "self-counted)")
+                progress(f"[worker] {run.strategy} @ {where}: {run.releases:,} releases in {run.seconds:.2f} s = "
+                         f"{run.rate:,.0f} rel/s; server CPU {run.server_cpu / run.releases * 1e6:.0f} µs/release, "
+                         f"client process {run.process_cpu / run.releases * 1e6:.0f} µs/release{trips}")
+        info["body_parse_cpu_seconds"] = round(body_parse_cpu(bodies), 4)
+        subset = max(1, min(len(events), args.worker_client_events))
+        info["client_side"] = worker_client_side(module, events[:subset], default, sink,
+                                                 args.worker_overhead_invocations)
+        client = info["client_side"]
+        progress(f"[worker] json.loads of the {len(bodies)} bodies: {info['body_parse_cpu_seconds']:.2f} s of CPU; "
+                 f"without a database ({client['releases']:,} releases): Worker.process "
+                 f"{client['worker_process_seconds']:.2f} s, whole handler {client['handler_seconds']:.2f} s; "
+                 f"Powertools {client['powertools_ms_per_invocation']:.3f} ms/invocation")
+    finally:
+        sink.close()
+        for name in ("DATABASE_URL", "WRITE_STRATEGY", "COMPILE_RELEASES"):
+            os.environ.pop(name, None)
+    info["run_objects"] = runs
+    return info
+
+
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def same_delay(runs: list[Run], strategy: str, run: Run) -> Run | None:
+    return next((other for other in runs if other.strategy == strategy and other.delay_ms == run.delay_ms
+                 and other.direct == run.direct), None)
+
+
+def print_worker_runs(info: dict[str, Any]) -> None:
+    runs: list[Run] = info["run_objects"]
+    print(f"\n=== worker: handler.worker.lambda_handler in-process, {info['releases']:,} releases (mean "
+          f"{info['mean_bytes']:,} B) in {info['messages']} inline messages of {info['per_message']} releases "
+          f"(mean body {info['body_bytes_mean'] / 1e3:,.0f} KB), {info['events']} events of "
+          f"{info['records_per_event']} records ===")
+    print("(from the event dicts to committed rows on a warm worker, compiling off; vs limit = rel/s / the limit's "
+          "at the same RTT (the same rows,\n encoded beforehand, in one psycopg COPY into an unindexed UNLOGGED "
+          "table); dir = connected directly, no proxy; RT/msg = round trips per\n message on the wire and "
+          "self-counted; server and client CPU in µs per release (client = the whole client process);\n"
+          f" best of {info['repeat']}, the limit and the worker alternated)")
+    header = (f"{'strategy':<24} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'vs limit':>8} "
+              f"{'RT/msg wire':>11} {'RT/msg self':>11} {'server µs':>9} {'client µs':>9} {'wall':>6}")
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        limit = same_delay(runs, LIMIT, run)
+        versus = f"{run.rate / limit.rate:.2f}x" if limit and run is not limit and limit.rate else "-"
+        rtt = "dir" if run.direct else f"{run.delay_ms:g}ms"
+        print(f"{run.strategy:<24} {rtt:>4} {run.releases:>8,} {run.rate:>8,.0f} {run.mb_per_second:>6.1f} "
+              f"{versus:>8} {_opt(run.wire_per_message):>11} {_opt(run.self_per_message):>11} "
+              f"{run.server_cpu / run.releases * 1e6:>9.0f} {run.process_cpu / run.releases * 1e6:>9.0f} "
+              f"{run.seconds:>6.2f}")
+    client = info.get("client_side")
+    if client:
+        print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
+              f"invocations: json.loads of the bodies {client['body_parse_seconds']:.2f} s, Worker.process "
+              f"{client['worker_process_seconds']:.2f} s,\n whole handler {client['handler_seconds']:.2f} s = "
+              f"{client['handler_rate']:,.0f} rel/s; the handler's fixed cost (Powertools; "
+              f"{client['overhead_invocations']} invocations of five one-release pages) "
+              f"{client['powertools_ms_per_invocation']:.3f} ms per invocation;\n its INFO logs, silenced in the "
+              f"timed runs, would add {client['info_logging_ms_per_invocation']:.3f} ms per invocation = "
+              f"{client['info_logging_share_of_an_event']:.3%} of an invocation of the timed events")
