@@ -57,6 +57,7 @@ class Variant:
     schema: list[str] = field(default_factory=list)  # run once after the migrations
     sql: Callable[[str], str] = lambda sql: sql
     parameters: Callable[[PreparedPage], dict[str, str]] = lambda page: page.parameters
+    pages_per_statement: int = 1  # >1: that many pages' rows in one statement (an invocation's messages at once)
 
 
 _ANTIJOIN = re.compile(r"\n    -- Rows already stored.*?decode\(r\.h, 'hex'\)\)\)", re.S)
@@ -95,6 +96,7 @@ def variants() -> dict[str, Variant]:
         "pglz": Variant("pglz", _PGLZ),
         "lz4": Variant("lz4", _LZ4),
         "no anti-join": Variant("no anti-join", sql=without_antijoin),
+        "10 pages per statement": Variant("10 pages per statement", pages_per_statement=10),
         "no secondary indexes": Variant("no secondary indexes", _SECONDARY),
     }
     return found
@@ -102,6 +104,18 @@ def variants() -> dict[str, Variant]:
 
 def prepare_pages(pages: list[list[dict[str, Any]]]) -> list[PreparedPage]:
     return [prepare_page({"releases": page}, SOURCE, f"page {number}") for number, page in enumerate(pages)]
+
+
+def grouped(prepared: list[PreparedPage], size: int) -> dict[int, PreparedPage]:
+    """Runs of ``size`` pages as one page each, keyed by the number of the run's last page."""
+    runs = {}
+    for first in range(0, len(prepared), size):
+        pages = prepared[first:first + size]
+        rows = [row for page in pages for row in page.rows]
+        runs[first + len(pages) - 1] = PreparedPage(SOURCE, "run", writer.DEFAULT_STRATEGY, rows, [], [], 0,
+                                                    len(rows), parameters=writer.statement_parameters(
+                                                        writer.DEFAULT_STRATEGY, rows, [], [], SOURCE, "run"))
+    return runs
 
 
 def write_all(db: Database, variant: Variant, prepared: list[PreparedPage]) -> None:
@@ -253,11 +267,13 @@ def main() -> int:
         admin.run("CREATE DATABASE ablimit", "bench")
         _migrated(server, "ablimit")
         tables = {"": limit_table(server, "ablimit", None)}
-        if "lz4" in chosen:
+        if "lz4" in chosen or "pglz" in chosen:
             tables[" lz4"] = limit_table(server, "ablimit", "lz4")
         everything = writer.copy_text(rows)
         limits = {f"raw COPY{suffix}, one COPY": raw_copy(server, "ablimit", table, everything)
                   for suffix, table in tables.items()}
+        runs = {name: grouped(prepared, variant.pages_per_statement) for name, variant in chosen.items()
+                if variant.pages_per_statement > 1}
         page_copy = psycopg.connect(server.url_for("ablimit"))
         copy_pages = [writer.copy_text(page.rows) for page in prepared]
         if not args.no_worker:
@@ -274,7 +290,8 @@ def main() -> int:
             for kind in ("fresh", "replay"):
                 turns: dict[str, Callable[[int], None]] = {
                     name: lambda number, name=name: write_all(  # type: ignore[misc]
-                        databases[name], chosen[name], [prepared[number]]) for name in chosen}
+                        databases[name], chosen[name], [prepared[number]] if chosen[name].pages_per_statement == 1
+                        else [runs[name][number]] if number in runs[name] else []) for name in chosen}
                 for suffix, table in tables.items() if kind == "fresh" else ():
                     # the limit, taking its turn like the others: one COPY per page
                     turns[f"raw COPY{suffix}, page by page"] = lambda number, table=table: copy_rows(  # type: ignore[misc]

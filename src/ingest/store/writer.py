@@ -75,7 +75,7 @@ def _release_source(strategy: str) -> str:
         arrays = ", ".join(f"CAST(:{key} AS {'text' if kind == 'text[]' else kind}[])"
                            for _, key, kind in _RELEASE_COLUMNS if key != _DATA)
         keys = ", ".join(key for _, key, _ in _RELEASE_COLUMNS)
-        return f"unnest({arrays}, string_to_array(CAST(:{_DATA} AS text), chr(30))) AS r({keys})"
+        return f"unnest({arrays}, string_to_array(CAST(:{_DATA} AS text), chr({ord(DATA_SEPARATOR)}))) AS r({keys})"
     if strategy == "copy":
         return f"{_STAGING} AS r"
     raise ValueError(f"unknown write strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
