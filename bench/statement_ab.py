@@ -3,12 +3,14 @@
 ``.venv/bin/python bench/statement_ab.py [--rounds 3] [--releases 10000] [--page 200] [--variants a,b]``
 
 The same prepared pages (releases of ~4 KB, pages of 200) are written by each variant of the writer's statement
-into its own freshly migrated database, variants alternating round by round so a busier machine affects them all
-alike. Per variant: fresh writes (empty tables) and a replay (every release unchanged), each with the database's
-CPU per release (utime + stime of every PostgreSQL process, from /proc, before and after) and the wall rate. Next
-to them, **raw COPY**, the physical limit: the same rows, already encoded, copied by psycopg in one COPY into an
-UNLOGGED table without indexes (default TOAST compression, as the server has it). And **the worker end to end**:
-inline messages (events of 10) through ``Worker`` with its look-ahead, current statement, compiling deferred.
+into its own freshly migrated database, the variants taking turns page by page (in a rotating order) so the
+machine's other load falls on all of them alike. Per variant: fresh writes (empty tables) and a replay (every
+release unchanged), each with the database's CPU per release (utime + stime of every PostgreSQL process, from
+/proc, around each page) and the wall rate. Taking its turn beside them, **raw COPY**, the physical limit: the
+same rows, already encoded, copied by psycopg into an UNLOGGED table without indexes (the server's default TOAST
+compression; with lz4 too when a variant is about compression), one COPY per page; and once per round, run alone,
+one COPY of every row. And **the worker end to end**: inline messages (events of 10) through ``Worker`` with its
+look-ahead, the current statement, compiling deferred, with how much of its smaller half the look-ahead hides.
 """
 
 from __future__ import annotations
