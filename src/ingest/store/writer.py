@@ -48,6 +48,10 @@ _RELEASE_COLUMNS = (
 )
 
 
+_DATA = "j"  # the data column's key: last in _RELEASE_COLUMNS
+DATA_SEPARATOR = "\x1e"
+assert _RELEASE_COLUMNS[-1][1] == _DATA
+
 STRATEGIES = ("json", "unnest", "copy")
 # unnest ties json on throughput but costs PostgreSQL less CPU (it parses each release's JSON once, and not at
 # all for rows a replay skips), and the database is what many workers share; see README, Benchmark.
@@ -61,11 +65,17 @@ def _release_source(strategy: str) -> str:
         recordset = ", ".join(f"{key} {kind}" for _, key, kind in _RELEASE_COLUMNS)
         return f"page, jsonb_to_recordset(page.doc->'r') AS r({recordset})"
     if strategy == "unnest":
-        # One array parameter per column. Array-valued columns travel as array literals, one per row.
-        arrays = ", ".join(f"CAST(:{key} AS {'text' if kind in ('text[]', 'jsonb') else kind}[])"
-                           for _, key, kind in _RELEASE_COLUMNS)
+        # One array parameter per column; array-valued columns travel as array literals, one per row. The data
+        # column travels as ONE text, every release's JSON joined by U+001E, split by string_to_array: no
+        # escaping in Python, no array_in parsing each character on the server. Valid JSON never holds a raw
+        # U+001E (JSON allows control characters in strings only escaped) and the reader stores only text it
+        # parsed, so the split gives one piece per row. Were a text ever to hold one, the split would give more
+        # pieces than rows and unnest would pad the last row's key columns with NULL: the statement fails
+        # (ocid is NOT NULL, half a text is not JSON), writes nothing, and bisection quarantines that release.
+        arrays = ", ".join(f"CAST(:{key} AS {'text' if kind == 'text[]' else kind}[])"
+                           for _, key, kind in _RELEASE_COLUMNS if key != _DATA)
         keys = ", ".join(key for _, key, _ in _RELEASE_COLUMNS)
-        return f"unnest({arrays}) AS r({keys})"
+        return f"unnest({arrays}, string_to_array(CAST(:{_DATA} AS text), chr({ord(DATA_SEPARATOR)}))) AS r({keys})"
     if strategy == "copy":
         return f"{_STAGING} AS r"
     raise ValueError(f"unknown write strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -207,10 +217,12 @@ def _list_literal(values: list[str] | None) -> str | None:
 
 
 def unnest_parameters(releases: Sequence[ReleaseRow]) -> dict[str, str]:
-    """One array literal per column, for the ``unnest`` strategy (pure)."""
+    """One array literal per column, and the data texts joined by ``DATA_SEPARATOR``, for ``unnest`` (pure)."""
     keys = [key for _, key, _ in _RELEASE_COLUMNS]
     columns = list(zip(*map(_row_values, releases), strict=True)) or [()] * len(keys)
-    return {key: array_literal(values) for key, values in zip(keys, columns, strict=True)}
+    parameters = {key: array_literal(values) for key, values in zip(keys[:-1], columns[:-1], strict=True)}
+    parameters[_DATA] = DATA_SEPARATOR.join(row.data_text for row in releases)
+    return parameters
 
 
 def _row_values(row: ReleaseRow) -> tuple[str | None, ...]:
