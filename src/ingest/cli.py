@@ -239,7 +239,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def add_compile(commands: Any) -> None:
     compile_ = commands.add_parser(
-        "compile", help="re-compile compiled_releases from the stored releases",
+        "compile", help="compile compiled_releases from the stored releases (all of them, or --pending)",
         description="Re-compile the compiled release of every contracting process (or one --ocid, or those of one "
         "--source) from the stored releases, by the merge rules of their OCDS version: after an upgrade of the "
         "rules. With --pending, compile only the contracting processes whose releases changed since they were last "
@@ -349,8 +349,9 @@ def add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="run the whole pipeline locally on the real samples",
         description="Serve the real OCDS samples through two local APIs, harvest them with the harvest handler, "
-        "queue the pages in a local SQS emulator, and write them with the worker handler, exactly as Lambda "
-        "would; then print a summary. Running it again writes nothing (0 inserted, 0 updated).")
+        "queue the pages in a local SQS emulator, write them with the worker handler and compile what changed with "
+        "the compile handler, exactly as Lambda would; then print a summary. Running it again writes nothing "
+        "(0 inserted, 0 updated).")
     demo.add_argument("--verbose", action="store_true", help="show the handlers' JSON log lines")
     demo.set_defaults(run=cmd_demo)
 
@@ -385,7 +386,8 @@ def add_drain(commands: Any) -> None:
         "drain", help="feed a queue's messages to the worker handler until it is empty",
         description="Receive messages from an SQS queue (a real one, or an emulator's with --endpoint-url) and "
         "invoke the worker handler with them the way Lambda's event source mapping does, until the queue is "
-        "empty. Exit 1 if an invocation failed or messages were reported for retry.")
+        "empty; then run the compile handler once, as its schedule would. Exit 1 if an invocation failed or "
+        "messages were reported for retry.")
     drain.add_argument("--queue-url", required=True, metavar="URL", help="the queue's URL")
     drain.add_argument("--endpoint-url", metavar="URL", help="an SQS emulator such as moto_server (default: AWS)")
     drain.add_argument("--region", help="the queue's AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, or the "

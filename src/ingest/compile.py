@@ -93,15 +93,17 @@ class MergeFailed(Exception):
 
 
 class NotIncremental(Exception):
-    """Raised if merging onto a compiled release might not equal merging all the releases: among the paths merged,
-    one is both a value and an object (or array). The reference resolves (or refuses) that by the order in which
-    it first met each path, nulls included, which a stored compiled release no longer holds: merge them all."""
+    """Raised if merging onto a compiled release might not equal merging all the releases: among the paths
+    merged, one is both a value (not null) and an object (or array). The reference resolves (or refuses) that by
+    the order in which it first met each path, nulls included, which a stored compiled release no longer holds:
+    merge them all."""
 
 
 def _has_path_conflict(flattened: dict[tuple[Any, ...], Any]) -> bool:
-    """Whether some key of a flattened release is a proper prefix of another (a value and an object at one path)."""
-    keys = set(flattened)
-    return any(key[:end] in keys for key in keys for end in range(1, len(key)))
+    """Whether a path holds a value (not null) and is a proper prefix of another key: a value and an object at one
+    path, which the reference settles by key order. A null there is skipped whatever the order, so a release
+    that nulls an object does not cost a full merge."""
+    return any(flattened.get(key[:end]) is not None for key in flattened for end in range(1, len(key)))
 
 
 class _NotSimple(Exception):

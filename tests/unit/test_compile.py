@@ -252,6 +252,14 @@ def test_a_path_that_is_a_value_and_an_object_is_merged_from_all_releases() -> N
         compile_releases(releases[1:], rules, onto=head)
 
 
+def test_a_release_that_nulls_an_object_is_still_merged_incrementally() -> None:
+    releases = [{"ocid": "o", "id": str(n), "date": f"2020-01-0{n + 1}T00:00:00Z", "tender": {"value": value}}
+                for n, value in enumerate([{"amount": 1, "currency": "USD"}, None, {"amount": 2}])]
+    rules = merge_rules("1.1")
+    head = loads(dumps(compile_releases(releases[:1], rules)))
+    assert compile_releases(releases[1:], rules, onto=head) == compile_releases(releases, rules)
+
+
 _values = st.one_of(st.none(), st.text(max_size=2), st.integers(-3, 3), st.just([]), st.just({}),
                     st.lists(st.text(max_size=1), max_size=2))
 _ids = st.one_of(st.sampled_from(["1", "2", "None"]), st.integers(1, 2), st.none())

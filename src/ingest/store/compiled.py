@@ -11,8 +11,9 @@ Three modes (``COMPILE_MODES``; the worker's COMPILE_RELEASES):
 
 Lock order and why nothing is lost. Each batch of ocids takes one transaction-level advisory lock per ocid, in
 ascending key order, in one statement, before it reads anything; only then does it read (a later statement, so a
-fresh READ COMMITTED snapshot). Every writer compiles its ocids after its write has committed, so the last
-compile of an ocid to take the lock sees every release written before it: whatever the interleaving, the table
+fresh READ COMMITTED snapshot). Every compile of an ocid starts after the write that changed it has committed
+(inline: the writer compiles after its commit; deferred: the mark becomes visible with the write's commit), so the
+last compile of an ocid to take the lock sees every release written before it: whatever the interleaving, the table
 ends equal to compiling all stored releases from scratch. Locks in one global order cannot deadlock; the rows of
 ``compiled_releases`` are upserted in ocid order, the same order as the writer's publisher upsert.
 
@@ -48,7 +49,8 @@ from ingest.store.writer import array_literal
 BATCH_OCIDS = 250
 
 COMPILE_MODES = ("deferred", "inline", "off")
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no")
+# The spellings of the boolean setting it replaces.
+_BOOLEAN = {"true": "inline", "1": "inline", "yes": "inline", "on": "inline", "false": "off", "0": "off", "no": "off"}
 
 
 def compile_mode(value: bool | str) -> str:
@@ -56,11 +58,10 @@ def compile_mode(value: bool | str) -> str:
     if isinstance(value, bool):
         return "inline" if value else "off"
     word = value.strip().lower()
-    if word in COMPILE_MODES:
-        return word
-    if word in _TRUE or word in _FALSE:
-        return "inline" if word in _TRUE else "off"
-    raise ValueError(f"compiling {value!r}: give one of {', '.join(COMPILE_MODES)}")
+    mode = word if word in COMPILE_MODES else _BOOLEAN.get(word)
+    if mode is None:
+        raise ValueError(f"compiling {value!r}: give one of {', '.join(COMPILE_MODES)}")
+    return mode
 
 
 _LOCK = "SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigint[])) AS key"
