@@ -62,8 +62,10 @@ def test_a_sources_limits_and_retry_after_hold_across_worker_processes_and_nothi
     dlq_url = sqs.create_queue(QueueName="pages-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     # Two receives and a message is dead: without deferrals, the first wait would already spend half of that.
+    # The visibility timeout outlasts drain's function timeout (60 s), as the stack's does the worker's: a slow
+    # invocation on a loaded machine must not let a message it is still working on be received again.
     queue_url = sqs.create_queue(QueueName="pages", Attributes={
-        "VisibilityTimeout": "20",
+        "VisibilityTimeout": "120",
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})})["QueueUrl"]
     with LocalPublisher(releases("slow", SLOW_PAGES)) as slow, LocalPublisher(releases("other", OTHER_PAGES)) as other:
         # GIVEN a publisher that answers its first request with 429 and Retry-After: 3, then slowly (so requests
