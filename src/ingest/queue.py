@@ -246,15 +246,21 @@ class EventSourceEmulator:
         """Poll until the queue is empty: nothing visible, in flight (a failed message waiting out its visibility)
         or delayed (a message put back for later); returns the totals."""
         total = PollOutcome()
+        nothing_waiting = False
         for _ in range(max_polls):
             outcome = self.poll_once()
             if on_poll is not None:
                 on_poll(outcome)
             if not outcome.received:
-                if not self._waiting():
+                if nothing_waiting:
                     break
-                self.sleep(self.pause_seconds)
+                # The counts are read one after another, so a message whose visibility ends between two of them is
+                # in neither: the drain stops only when a receive after a count of nothing finds nothing either.
+                nothing_waiting = not self._waiting()
+                if not nothing_waiting:
+                    self.sleep(self.pause_seconds)
                 continue
+            nothing_waiting = False
             total.received += outcome.received
             total.succeeded += outcome.succeeded
             total.failed += outcome.failed

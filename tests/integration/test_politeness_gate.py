@@ -73,7 +73,7 @@ def test_a_429_blocks_the_source_for_every_process_and_becomes_must_wait(gates: 
     assert (told.value.reason, told.value.seconds) == ("blocked", 30.0)
     with pytest.raises(MustWait) as also:
         other.acquire(source())
-    assert also.value.reason == "blocked" and 29 < also.value.seconds <= 30
+    assert also.value.reason == "blocked" and 20 < also.value.seconds <= 30  # less the time the test took
     assert source_limits.in_flight(db, "pub") == 0
     with other.turn(source("another-publisher")):
         pass  # other sources go on
@@ -146,4 +146,4 @@ def test_a_retry_after_the_harvesters_own_transport_waits_out_binds_the_workers_
     # ... and every worker was told to stay away for as long
     with pytest.raises(MustWait) as told:
         gates(max_inline_wait=0.0).acquire(source(requests_per_second=1000))
-    assert told.value.reason == "blocked" and 29 < told.value.seconds <= 30
+    assert told.value.reason == "blocked" and 20 < told.value.seconds <= 30  # less the time the test took
