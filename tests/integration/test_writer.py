@@ -117,6 +117,10 @@ HOSTILE = [
     "\\N",
     "astral 😼𝒞 and ½ and Ω and 中文",
     "x" * 2000,
+    "record\x1eseparator and unit\x1fseparator",  # what unnest joins a column's values with, and marks NULL with
+    "\x1fx",
+    "NULL",
+    '{"a",NULL}',
 ]
 
 
@@ -132,6 +136,30 @@ def test_hostile_strings_are_stored_exactly(db: Database, text: str, strategy: s
     assert row[5] == hostile
     assert row[6] == [text, "tender"]
     assert db.run("SELECT count(*) FROM releases", "count")[0][0] == 1  # the table survived
+
+
+# Any text but NUL (removed and flagged, tested below) and lone surrogates (not UTF-8), the joining characters likelier
+COLUMN_TEXT = st.one_of(st.none(), st.sampled_from(["", "\x1e", "\x1f", "a\x1eb", "NULL", "{}", '"', "\\"]),
+                        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.tuples(COLUMN_TEXT, COLUMN_TEXT, COLUMN_TEXT), min_size=1, max_size=5))
+def test_any_column_values_come_back_exactly_whatever_characters_they_hold(
+        db: Database, values: list[tuple[str | None, str | None, str | None]]) -> None:
+    # GIVEN a page whose rows' column values are any text, absent, empty, or the characters unnest joins with
+    db.run("TRUNCATE releases", "reset")
+    releases = []
+    for n, (buyer_id, buyer_name, title) in enumerate(values):
+        buyer = {key: value for key, value in (("id", buyer_id), ("name", buyer_name)) if value is not None}
+        releases.append(release(f"ocds-{n}", "1", "2020-01-01T00:00:00Z", buyer=buyer,
+                                tender={} if title is None else {"title": title}))
+    # WHEN it is written by the default strategy
+    assert save_page(db, package(*releases), "s").inserted == len(values)
+    # THEN each column holds each row's own value, NULL where it was absent
+    by_ocid = {row[0]: tuple(row[1:]) for row in db.run(
+        "SELECT ocid, buyer_id, buyer_name, tender_title FROM releases", "read")}
+    assert by_ocid == {f"ocds-{n}": value for n, value in enumerate(values)}
 
 
 def test_nul_characters_are_removed_and_flagged(db: Database) -> None:

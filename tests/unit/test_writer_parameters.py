@@ -1,16 +1,31 @@
-"""The unnest statement's parameters, built without a database: the data texts travel joined, unescaped."""
+"""The unnest statement's parameters, built without a database: each column's values travel joined, unescaped,
+and as array literals only on a page whose values would make the join ambiguous."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingest.pages import prepare_page
-from ingest.store.writer import DATA_SEPARATOR, UPSERT_SQL, unnest_parameters
+from ingest.store.writer import DATA_SEPARATOR, NULL_FIELD, UPSERT_SQL, unnest_parameters
 
 TEXTS = ['say "hello"', "C:\\path \\\\ \\u0041", "tab\there\nnewline", "ctl\x01\x1e\x1f escaped by JSON",
          "astral 😼 line\u2028separator", "x" * 5_000]
+
+
+def string_to_array(text: str, null: str | None = NULL_FIELD) -> list[str | None]:
+    """PostgreSQL's string_to_array(text, chr(30), chr(31)), as the statement calls it."""
+    return [] if text == "" else [None if null is not None and piece == null else piece
+                                   for piece in text.split(DATA_SEPARATOR)]
+
+
+def page(*buyers: str | None) -> list:
+    return prepare_page({"releases": [
+        {"ocid": f"ocds-{n}", "id": "1", "date": "2020-01-01T00:00:00Z",
+         **({} if name is None else {"buyer": {"name": name}})} for n, name in enumerate(buyers)]}, "s").rows
 
 
 def test_each_release_text_travels_once_as_published_and_splits_back_exactly() -> None:
@@ -22,17 +37,39 @@ def test_each_release_text_travels_once_as_published_and_splits_back_exactly() -
     parameters = unnest_parameters(rows)
     # THEN the data parameter is the texts themselves joined by the separator, which none of them holds raw
     assert parameters["j"] == DATA_SEPARATOR.join(row.data_text for row in rows)
-    assert parameters["j"].split(DATA_SEPARATOR) == [row.data_text for row in rows]
+    assert string_to_array(parameters["j"], None) == [row.data_text for row in rows]
     assert [json.loads(text)["note"] for text in parameters["j"].split(DATA_SEPARATOR)] == TEXTS
-    # AND every other column is still an array literal with one element per row
-    assert parameters["o"] == "{" + ",".join(f'"ocds-{n}"' for n in range(len(TEXTS))) + "}"
+    # AND every other column is joined the same way, unescaped
+    assert parameters["literal"] == "false"
+    assert parameters["o"] == DATA_SEPARATOR.join(f"ocds-{n}" for n in range(len(TEXTS)))
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["", DATA_SEPARATOR, NULL_FIELD, "a" + NULL_FIELD]),
+                          st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))),
+                min_size=1, max_size=6))
+def test_a_joined_column_always_splits_back_into_its_values(names: list[str | None]) -> None:
+    parameters = unnest_parameters(page(*names))
+    if parameters["literal"] == "false":
+        assert string_to_array(parameters["bn"]) == names
+        assert string_to_array(parameters["o"]) == [f"ocds-{n}" for n in range(len(names))]
+    else:  # only a page that cannot be joined unambiguously travels as array literals
+        assert any(name is not None and (DATA_SEPARATOR in name or NULL_FIELD in name) for name in names) or \
+            names == [""]
+        assert parameters["bn"].startswith("{") and parameters["o"].startswith("{")
+
+
+@pytest.mark.parametrize("names", [[""], ["a", "b\x1ec"], ["a\x1f", None], [NULL_FIELD]])
+def test_values_the_join_would_lose_send_the_page_as_array_literals(names: list[str | None]) -> None:
+    parameters = unnest_parameters(page(*names))
+    assert parameters["literal"] == "true"
+    assert parameters["o"] == "{" + ",".join(f'"ocds-{n}"' for n in range(len(names))) + "}"
 
 
 @pytest.mark.parametrize("count", [0, 1])
 def test_no_rows_and_one_row_give_the_same_number_of_pieces_as_rows(count: int) -> None:
-    releases = [{"ocid": "ocds-a", "id": "1", "date": "2020-01-01T00:00:00Z"}][:count]
-    parameters = unnest_parameters(prepare_page({"releases": releases}, "s").rows)
+    parameters = unnest_parameters(page(*["x"][:count]))
     # string_to_array('') is the empty array, so no rows is no pieces; one row is one piece
-    assert parameters["j"].count(DATA_SEPARATOR) == 0
-    assert (parameters["j"] == "") == (count == 0)
+    assert parameters["literal"] == "false"
+    assert [len(string_to_array(parameters[key])) for key in ("j", "o", "bn")] == [count] * 3
     assert "string_to_array(CAST(:j AS text), chr(30))" in UPSERT_SQL["unnest"]
+    assert "string_to_array(CAST(:o AS text), chr(30), chr(31))" in UPSERT_SQL["unnest"]

@@ -49,7 +49,8 @@ _RELEASE_COLUMNS = (
 
 
 _DATA = "j"  # the data column's key: last in _RELEASE_COLUMNS
-DATA_SEPARATOR = "\x1e"
+DATA_SEPARATOR = "\x1e"  # between a column's values in the unnest strategy's parameters
+NULL_FIELD = "\x1f"  # a NULL among them
 assert _RELEASE_COLUMNS[-1][1] == _DATA
 
 STRATEGIES = ("json", "unnest", "copy")
@@ -65,20 +66,35 @@ def _release_source(strategy: str) -> str:
         recordset = ", ".join(f"{key} {kind}" for _, key, kind in _RELEASE_COLUMNS)
         return f"page, jsonb_to_recordset(page.doc->'r') AS r({recordset})"
     if strategy == "unnest":
-        # One array parameter per column; array-valued columns travel as array literals, one per row. The data
-        # column travels as ONE text, every release's JSON joined by U+001E, split by string_to_array: no
-        # escaping in Python, no array_in parsing each character on the server. Valid JSON never holds a raw
-        # U+001E (JSON allows control characters in strings only escaped) and the reader stores only text it
-        # parsed, so the split gives one piece per row. Were a text ever to hold one, the split would give more
-        # pieces than rows and unnest would pad the last row's key columns with NULL: the statement fails
-        # (ocid is NOT NULL, half a text is not JSON), writes nothing, and bisection quarantines that release.
-        arrays = ", ".join(f"CAST(:{key} AS {'text' if kind == 'text[]' else kind}[])"
-                           for _, key, kind in _RELEASE_COLUMNS if key != _DATA)
+        # One text parameter per column: the column's values joined by U+001E, NULL written as U+001F, split by
+        # string_to_array. No escaping in Python and no array_in parsing every character on the server. The data
+        # column is always joined: valid JSON never holds a raw U+001E (JSON allows control characters in strings
+        # only escaped) and the reader stores only text it parsed. The other columns hold decoded strings, which
+        # may hold either character: for such a page (and a page of one row whose value is the empty string,
+        # which string_to_array turns into no element) the columns travel as array literals instead, and
+        # ``:literal`` says so. Were a data text ever to hold U+001E, the split would give more pieces than rows
+        # and unnest would pad the last row's key columns with NULL: the statement fails (ocid is NOT NULL, half
+        # a text is not JSON), writes nothing, and bisection quarantines that release.
+        arrays = ", ".join(_column_array(key, kind) for _, key, kind in _RELEASE_COLUMNS if key != _DATA)
         keys = ", ".join(key for _, key, _ in _RELEASE_COLUMNS)
-        return f"unnest({arrays}, string_to_array(CAST(:{_DATA} AS text), chr({ord(DATA_SEPARATOR)}))) AS r({keys})"
+        return f"unnest({arrays}, {_split(_DATA)}) AS r({keys})"
     if strategy == "copy":
         return f"{_STAGING} AS r"
     raise ValueError(f"unknown write strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def _split(key: str) -> str:
+    return (f"string_to_array(CAST(:{key} AS text), chr({ord(DATA_SEPARATOR)}), chr({ord(NULL_FIELD)}))"
+            if key != _DATA else f"string_to_array(CAST(:{key} AS text), chr({ord(DATA_SEPARATOR)}))")
+
+
+def _column_array(key: str, kind: str) -> str:
+    """A column's array, from its joined text or, on a page that needs it, its array literal."""
+    element = "text" if kind == "text[]" else kind  # array-valued columns travel as one array literal per row
+    joined = _split(key) if element == "text" else f"CAST({_split(key)} AS {element}[])"
+    # The parameter is cast to text in both arms: a parameter's type is inferred from its first cast, and as
+    # text[] PostgreSQL would parse the joined text as an array literal before choosing the arm.
+    return f"CASE WHEN CAST(:literal AS boolean) THEN CAST(CAST(:{key} AS text) AS {element}[]) ELSE {joined} END"
 
 
 def _selected(strategy: str) -> str:
@@ -216,13 +232,33 @@ def _list_literal(values: list[str] | None) -> str | None:
     return None if values is None else array_literal(values)
 
 
-def unnest_parameters(releases: Sequence[ReleaseRow]) -> dict[str, str]:
-    """One array literal per column, and the data texts joined by ``DATA_SEPARATOR``, for ``unnest`` (pure)."""
+def unnest_parameters(releases: Sequence[ReleaseRow], *, literal: bool = False) -> dict[str, str]:
+    """Each column's values joined by ``DATA_SEPARATOR`` for ``unnest`` (pure); array literals instead when a value
+    makes joining ambiguous (see ``_release_source``), or when asked (the bench's A/B)."""
     keys = [key for _, key, _ in _RELEASE_COLUMNS]
     columns = list(zip(*map(_row_values, releases), strict=True)) or [()] * len(keys)
-    parameters = {key: array_literal(values) for key, values in zip(keys[:-1], columns[:-1], strict=True)}
+    parameters = {"literal": "false"}
+    for key, values in zip(keys[:-1], columns[:-1], strict=True):
+        joined = None if literal else _joined(values)
+        if joined is None:
+            parameters = {key: array_literal(values) for key, values in zip(keys[:-1], columns[:-1], strict=True)}
+            parameters["literal"] = "true"
+            break
+        parameters[key] = joined
     parameters[_DATA] = DATA_SEPARATOR.join(row.data_text for row in releases)
     return parameters
+
+
+def _joined(values: Sequence[str | None]) -> str | None:
+    """The values joined so that string_to_array gives them back, or None where it would not."""
+    if not values:
+        return ""
+    nulls = values.count(None)
+    joined = DATA_SEPARATOR.join([NULL_FIELD if value is None else value for value in values] if nulls else values)
+    # Counted at C speed: a value holding either character, or one row of '' (string_to_array('') is no element)
+    if not joined or joined.count(DATA_SEPARATOR) != len(values) - 1 or joined.count(NULL_FIELD) != nulls:
+        return None
+    return joined
 
 
 def _row_values(row: ReleaseRow) -> tuple[str | None, ...]:
