@@ -63,6 +63,8 @@ _ANTIJOIN = re.compile(r"\n    -- Rows already stored.*?decode\(r\.h, 'hex'\)\)\
 _SECONDARY = ["DROP INDEX releases_release_date_idx", "DROP INDEX releases_buyer_id_idx",
               "DROP INDEX releases_last_ingested_at_idx"]
 _LZ4 = ["ALTER TABLE releases ALTER COLUMN data SET COMPRESSION lz4"]
+_C_COLLATION = ['ALTER TABLE releases ALTER COLUMN ocid TYPE text COLLATE "C", '
+                'ALTER COLUMN release_id TYPE text COLLATE "C", ALTER COLUMN buyer_id TYPE text COLLATE "C"']
 _PGLZ = ["ALTER TABLE releases ALTER COLUMN data SET COMPRESSION pglz"]
 
 
@@ -92,6 +94,7 @@ def literal_parameters(page: PreparedPage) -> dict[str, str]:
 
 def variants() -> dict[str, Variant]:
     found = {
+        "C collation": Variant("C collation", _C_COLLATION),
         "array literals": Variant("array literals", parameters=literal_parameters),
         "array data": Variant("array data", sql=array_data, parameters=array_parameters),
         "no release_date index": Variant("no release_date index", _SECONDARY[:1]),
