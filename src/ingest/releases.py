@@ -205,6 +205,7 @@ class ReadRelease:
     value: Any
     flags: list[str]
     published: str  # the text as published (before NUL removal), for the quarantine
+    encoded: bytes  # ``text`` in UTF-8, what the hash covers
 
 
 class _IdText(msgspec.Struct):
@@ -254,11 +255,12 @@ def read_release(raw: Any) -> ReadRelease:
     published = text
     escapes = jsontext.has_nul_or_colon_escape(text)  # the usual text has neither: one scan says so
     if not escapes or not jsontext.has_nul_escape(text):
+        encoded = text.encode("utf-8")
         if repeated is None:
-            repeated = int(jsontext.has_repeated_key(text, value, colon_escape=escapes))
+            repeated = int(jsontext.has_repeated_key(text, value, colon_escape=escapes, encoded=encoded))
         if repeated:
             flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
-        return ReadRelease(text, value, flags, published)
+        return ReadRelease(text, value, flags, published, encoded)
     if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
                                        if isinstance(item, str)):
         raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
@@ -275,7 +277,7 @@ def read_release(raw: Any) -> ReadRelease:
         raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
                       "two distinct keys of one object the same")
     flags.append("nul_removed")
-    return ReadRelease(text, value, flags, published)
+    return ReadRelease(text, value, flags, published, text.encode("utf-8"))
 
 
 def _release_id(release: dict[str, Any], text: str, flags: list[str]) -> str:
@@ -374,7 +376,7 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             ocds_version=package.version,
             source=source,
             flags=flags,
-            content_hash=_hash(read.text.encode("utf-8"), package, source),
+            content_hash=_hash(read.encoded, package, source),
             data_text=read.text,
             position=found.position,
             published=None if read.published is read.text else read.published,
@@ -409,7 +411,7 @@ def compiled_to_row(compiled: Compiled, source: str) -> CompiledRow | Rejection:
     except ValueError:
         release_date = None
     return CompiledRow(compiled.ocid, release_date, source, compiled.package.uri,
-                       _hash(read.text.encode("utf-8"), compiled.package, source), read.text)
+                       _hash(read.encoded, compiled.package, source), read.text)
 
 
 def unreadable_to_rejection(item: Unreadable) -> Rejection:
