@@ -245,17 +245,20 @@ def read_release(raw: Any) -> ReadRelease:
     document's encoding are read as windows-1252 (flag ``legacy_encoding``).
     """
     flags: list[str] = []
-    text, legacy = jsontext.repaired(jsontext.text_of(raw))
     # The value alone: a bare release read in memory carries the document's surrounding whitespace, a streamed
     # one does not, and the same release must give the same text and hash either way.
-    text = text.strip(" \t\r\n")
-    if legacy:
-        flags.append("legacy_encoding")
+    text, encoded = _valid_utf8(raw)
+    if encoded is None:
+        text, legacy = jsontext.repaired(jsontext.text_of(raw))
+        text = text.strip(" \t\r\n")
+        if legacy:
+            flags.append("legacy_encoding")
     value, repeated = _parse(text)
     published = text
     escapes = jsontext.has_nul_or_colon_escape(text)  # the usual text has neither: one scan says so
     if not escapes or not jsontext.has_nul_escape(text):
-        encoded = text.encode("utf-8")
+        if encoded is None:
+            encoded = text.encode("utf-8")
         if repeated is None:
             repeated = int(jsontext.has_repeated_key(text, value, colon_escape=escapes, encoded=encoded))
         if repeated:
@@ -278,6 +281,18 @@ def read_release(raw: Any) -> ReadRelease:
                       "two distinct keys of one object the same")
     flags.append("nul_removed")
     return ReadRelease(text, value, flags, published, text.encode("utf-8"))
+
+
+def _valid_utf8(raw: Any) -> tuple[str, bytes | None]:
+    """The usual release, bytes that are valid UTF-8: its text and those bytes (whitespace around it removed),
+    decoded once and never encoded again. Else (text, or bytes to repair) ``("", None)``."""
+    if isinstance(raw, str):
+        return "", None
+    data = bytes(raw).strip(b" \t\r\n")  # ASCII whitespace: never part of a UTF-8 sequence
+    try:
+        return str(data, "utf-8"), data
+    except UnicodeDecodeError:
+        return "", None
 
 
 def _release_id(release: dict[str, Any], text: str, flags: list[str]) -> str:
