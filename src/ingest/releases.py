@@ -212,11 +212,12 @@ class _IdText(msgspec.Struct):
     id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-def _parse(text: str) -> tuple[Any, int | None]:
+def _parse(text: str, encoded: bytes | None = None) -> tuple[Any, int | None]:
     """The value, every number exact, and how many keys repeat: msgspec first (the count is then None, for
-    ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject)."""
+    ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject).
+    ``encoded``, the text's UTF-8 if the caller has it, spares msgspec making it from a text that is not ASCII."""
     try:
-        return jsontext.decode(text), None
+        return jsontext.decode(text if encoded is None else encoded), None
     except jsontext.PARSE_ERRORS as exc:
         if isinstance(exc, jsontext.NumberOutOfRange) or isinstance(exc.__cause__, jsontext.NumberOutOfRange):
             raise _Reject("number_out_of_range", str(exc if exc.__cause__ is None else exc.__cause__)) from None
@@ -253,7 +254,7 @@ def read_release(raw: Any) -> ReadRelease:
         text = text.strip(" \t\r\n")
         if legacy:
             flags.append("legacy_encoding")
-    value, repeated = _parse(text)
+    value, repeated = _parse(text, encoded)
     published = text
     escapes = jsontext.has_nul_or_colon_escape(text)  # the usual text has neither: one scan says so
     if not escapes or not jsontext.has_nul_escape(text):
