@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/prepare_ab.py be13f05          # this tree against another revision, alternated
     .venv/bin/python bench/prepare_ab.py 8c95e07 357ff9c  # several revisions (each lever's step), alternated
+    .venv/bin/python bench/prepare_ab.py --ascii HEAD     # bodies with every non-ASCII character escaped
 
 Each side runs in a fresh interpreter on the same bodies (2,000 synthetic releases of ~4 KB in pages of 200, the
 worker bench's), best of 5 by process time, next to ``json.loads`` of the same bodies; the other revision's
@@ -42,15 +43,18 @@ def measure(bodies_file: str) -> None:
     print(json.dumps({"prepare_us": round(prepare, 1), "json_loads_us": round(loads, 1)}))
 
 
-def main(revisions: list[str]) -> int:
+def main(revisions: list[str], ascii: bool = False) -> int:
     sys.path.insert(0, str(HERE))
     from data import generate, paginate
 
     pages = paginate(generate(2000, 4096, 1, 7), 200)
     with tempfile.TemporaryDirectory() as folder:
         bodies = Path(folder) / "bodies.json"
+        # Compact and UTF-8 like the worker bench's bodies; --ascii escapes every non-ASCII character instead
+        # (\u00e9 ...), as publishers whose JSON library defaults to it send.
         bodies.write_text(json.dumps([json.dumps({"uri": "https://example.org/p", "publisher": {"name": "p"},
-                                                  "version": "1.1", "releases": page}) for page in pages]))
+                                                  "version": "1.1", "releases": page}, separators=(",", ":"),
+                                                 ensure_ascii=ascii) for page in pages]))
         sides = {}
         for revision in revisions:
             other = Path(folder) / revision
@@ -80,4 +84,5 @@ def main(revisions: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["HEAD"]))
+    arguments = [argument for argument in sys.argv[1:] if argument != "--ascii"]
+    sys.exit(main(arguments or ["HEAD"], ascii="--ascii" in sys.argv[1:]))
