@@ -28,7 +28,7 @@ from ingest.releases import (
 )
 from ingest.store.compiled import compile_mode, compile_ocids
 from ingest.store.connection import Database
-from ingest.store.writer import DEFAULT_STRATEGY, statement_parameters, write_page
+from ingest.store.writer import DEFAULT_STRATEGY, Parameters, statement_parameters, write_page
 
 # Releases per transaction when a file is larger than one page (measured by `make bench`; see README).
 DEFAULT_BATCH_SIZE = 250
@@ -126,7 +126,7 @@ class PreparedPage:
     releases_read: int
     linked_releases: int = 0
     empty_packages: int = 0
-    parameters: dict[str, str] = field(default_factory=dict)
+    parameters: Parameters = field(default_factory=dict)
 
 
 def prepare_items(items: Iterable[Item], source: str, context: str = "",

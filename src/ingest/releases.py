@@ -58,6 +58,9 @@ class ReleaseRow:
     data_text: str
     position: str = ""  # where in the document it came from (not stored; used if PostgreSQL refuses it)
     published: str | None = None  # the published text when it differs from data_text (for the quarantine)
+    # data_text in UTF-8 when reading had it (it hashed it): the writer sends these bytes, not the text encoded again.
+    # Not an argument: a row made from another by dataclasses.replace() (a new data_text) does not inherit them.
+    data_utf8: bytes | None = field(default=None, init=False, compare=False, repr=False)
     _value: Any = field(default=None, init=False, compare=False, repr=False)
 
     @property
@@ -373,7 +376,7 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             flags.append("package_escaped")
         buyer, tender = _object(release.get("buyer")), _object(release.get("tender"))
         value = _object(tender.get("value"))
-        return ReleaseRow(
+        row = ReleaseRow(
             ocid=ocid,
             release_id=release_id,
             release_date=release_date,
@@ -397,6 +400,8 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             position=found.position,
             published=None if read.published is read.text else read.published,
         )
+        row.data_utf8 = read.encoded
+        return row
     except _Reject as reject:
         # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.
         value = jsontext.value_of(found.raw, constants=True)

@@ -4,12 +4,14 @@ and as array literals only on a page whose values would make the join ambiguous.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.pages import prepare_page
+from ingest.store.connection import Utf8Text
 from ingest.store.writer import _RELEASE_COLUMNS, DATA_SEPARATOR, NULL_FIELD, UPSERT_SQL, _row_values, unnest_parameters
 
 TEXTS = ['say "hello"', "C:\\path \\\\ \\u0041", "tab\there\nnewline", "ctl\x01\x1e\x1f escaped by JSON",
@@ -20,6 +22,10 @@ def string_to_array(text: str, null: str | None = NULL_FIELD) -> list[str | None
     """PostgreSQL's string_to_array(text, chr(30), chr(31)), as the statement calls it."""
     return [] if text == "" else [None if null is not None and piece == null else piece
                                    for piece in text.split(DATA_SEPARATOR)]
+
+
+def text(parameter: str | Utf8Text) -> str:
+    return parameter.utf8.decode("utf-8") if isinstance(parameter, Utf8Text) else parameter
 
 
 def page(*buyers: str | None) -> list:
@@ -35,10 +41,13 @@ def test_each_release_text_travels_once_as_published_and_splits_back_exactly() -
     rows = prepare_page({"releases": releases}, "s").rows
     # WHEN the unnest parameters are built
     parameters = unnest_parameters(rows)
-    # THEN the data parameter is the texts themselves joined by the separator, which none of them holds raw
-    assert parameters["j"] == DATA_SEPARATOR.join(row.data_text for row in rows)
-    assert string_to_array(parameters["j"], None) == [row.data_text for row in rows]
-    assert [json.loads(text)["note"] for text in parameters["j"].split(DATA_SEPARATOR)] == TEXTS
+    # THEN the data parameter is the texts themselves, in the UTF-8 reading kept, joined by the separator, which
+    # none of them holds raw
+    data = parameters["j"]
+    assert isinstance(data, Utf8Text)
+    assert data.utf8 == DATA_SEPARATOR.join(row.data_text for row in rows).encode("utf-8")
+    assert string_to_array(data.utf8.decode("utf-8"), None) == [row.data_text for row in rows]
+    assert [json.loads(text)["note"] for text in data.utf8.decode("utf-8").split(DATA_SEPARATOR)] == TEXTS
     # AND every other column is joined the same way, unescaped
     assert parameters["literal"] == "false"
     assert parameters["o"] == DATA_SEPARATOR.join(f"ocds-{n}" for n in range(len(TEXTS)))
@@ -74,6 +83,27 @@ def test_no_rows_and_one_row_give_the_same_number_of_pieces_as_rows(count: int) 
     parameters = unnest_parameters(page(*["x"][:count]))
     # string_to_array('') is the empty array, so no rows is no pieces; one row is one piece
     assert parameters["literal"] == "false"
-    assert [len(string_to_array(parameters[key])) for key in ("j", "o", "bn")] == [count] * 3
+    assert [len(string_to_array(text(parameters[key]))) for key in ("j", "o", "bn")] == [count] * 3
     assert "string_to_array(CAST(:j AS text), chr(30))" in UPSERT_SQL["unnest"]
     assert "string_to_array(CAST(:o AS text), chr(30), chr(31))" in UPSERT_SQL["unnest"]
+
+
+def test_rows_built_without_their_bytes_send_their_texts_encoded() -> None:
+    # GIVEN rows as reading builds them (bytes kept) and the same rows built by hand, without bytes
+    rows = prepare_page({"releases": [{"ocid": "ocds-é", "id": "1", "date": "2020-01-01T00:00:00Z", "x": "ü😼"},
+                                      {"ocid": "ocds-2", "id": "1", "date": "2020-01-01T00:00:00Z"}]}, "s").rows
+    assert all(row.data_utf8 == row.data_text.encode("utf-8") for row in rows)
+    by_hand = [replace(row) for row in rows]
+    assert all(row.data_utf8 is None for row in by_hand)
+    # THEN both send the same bytes
+    assert text(unnest_parameters(by_hand)["j"]) == text(unnest_parameters(rows)["j"]) == \
+        DATA_SEPARATOR.join(row.data_text for row in rows)
+    # AND a row made from another with a new text sends that text, not the bytes its original was read as
+    changed = replace(rows[0], data_text=rows[0].data_text.replace("ü", "u"))
+    assert text(unnest_parameters([changed])["j"]) == changed.data_text
+
+
+@pytest.mark.parametrize("encoding", ["utf8", "UTF-8", "utf_8", "latin-1", "euc_jp"])
+def test_utf8_text_is_sent_in_the_connections_client_encoding(encoding: str) -> None:
+    parameter = Utf8Text("café ü".encode())
+    assert parameter.encode(encoding) == "café ü".encode(encoding)

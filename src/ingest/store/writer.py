@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ingest.releases import CompiledRow, Rejection, ReleaseRow
-from ingest.store.connection import Database
+from ingest.store.connection import Database, Utf8Text
 from ingest.store.errors import DataRefused
 
 _RELEASE_COLUMNS = (
@@ -51,6 +51,8 @@ _RELEASE_COLUMNS = (
 _DATA = "j"  # the data column's key: last in _RELEASE_COLUMNS
 DATA_SEPARATOR = "\x1e"  # between a column's values in the unnest strategy's parameters
 NULL_FIELD = "\x1f"  # a NULL among them
+_SEPARATOR_UTF8 = DATA_SEPARATOR.encode("utf-8")  # a byte no multi-byte UTF-8 sequence holds
+Parameters = dict[str, str | Utf8Text]  # a statement's, by placeholder name
 assert _RELEASE_COLUMNS[-1][1] == _DATA
 
 STRATEGIES = ("json", "unnest", "copy")
@@ -232,20 +234,22 @@ def _list_literal(values: list[str] | None) -> str | None:
     return None if values is None else array_literal(values)
 
 
-def unnest_parameters(releases: Sequence[ReleaseRow], *, literal: bool = False) -> dict[str, str]:
+def unnest_parameters(releases: Sequence[ReleaseRow], *, literal: bool = False) -> Parameters:
     """Each column's values joined by ``DATA_SEPARATOR`` for ``unnest`` (pure); array literals instead when a value
-    makes joining ambiguous (see ``_release_source``), or when asked (the bench's A/B)."""
+    makes joining ambiguous (see ``_release_source``), or when asked (the bench's A/B). The data column, most of
+    the page's bytes, is joined from the texts' UTF-8 as reading kept it."""
     keys = [key for _, key, _ in _RELEASE_COLUMNS]
-    columns = list(zip(*map(_row_values, releases), strict=True)) or [()] * len(keys)
-    parameters = {"literal": "false"}
-    for key, values in zip(keys[:-1], columns[:-1], strict=True):
+    columns = list(zip(*map(_column_values, releases), strict=True)) or [()] * (len(keys) - 1)
+    parameters: Parameters = {"literal": "false"}
+    for key, values in zip(keys[:-1], columns, strict=True):
         joined = None if literal else _joined(values)
         if joined is None:
-            parameters = {key: array_literal(values) for key, values in zip(keys[:-1], columns[:-1], strict=True)}
+            parameters = {key: array_literal(values) for key, values in zip(keys[:-1], columns, strict=True)}
             parameters["literal"] = "true"
             break
         parameters[key] = joined
-    parameters[_DATA] = DATA_SEPARATOR.join(row.data_text for row in releases)
+    parameters[_DATA] = Utf8Text(_SEPARATOR_UTF8.join([row.data_utf8 or row.data_text.encode("utf-8")
+                                                       for row in releases]))
     return parameters
 
 
@@ -261,12 +265,17 @@ def _joined(values: Sequence[str | None]) -> str | None:
     return joined
 
 
-def _row_values(row: ReleaseRow) -> tuple[str | None, ...]:
-    """A row's values as text, in ``_RELEASE_COLUMNS`` order (array columns as array literals)."""
+def _column_values(row: ReleaseRow) -> tuple[str | None, ...]:
+    """A row's values as text but its data, in ``_RELEASE_COLUMNS`` order (array columns as array literals)."""
     return (row.ocid, row.release_id, row.release_date.isoformat(), row.date_text, _list_literal(row.tag),
             row.initiation_type, row.buyer_id, row.buyer_name, row.tender_title, row.tender_status,
             row.procurement_method, row.value_amount, row.value_currency, row.publisher_name, row.package_uri,
-            row.ocds_version, row.source, _list_literal(row.flags), row.content_hash.hex(), row.data_text)
+            row.ocds_version, row.source, _list_literal(row.flags), row.content_hash.hex())
+
+
+def _row_values(row: ReleaseRow) -> tuple[str | None, ...]:
+    """A row's values as text, in ``_RELEASE_COLUMNS`` order (array columns as array literals)."""
+    return (*_column_values(row), row.data_text)
 
 
 def _copy_field(value: str | None) -> str:
@@ -292,7 +301,7 @@ class WriteResult:
 
 
 def statement_parameters(strategy: str, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
-                         compiled: Sequence[CompiledRow], source: str, context: str) -> dict[str, str]:
+                         compiled: Sequence[CompiledRow], source: str, context: str) -> Parameters:
     """The page statement's parameters (pure): the CPU half of a write, which can run while another page's
     statement is on the server. (``copy`` builds its COPY data at write time.)"""
     if strategy == "json":
@@ -305,7 +314,7 @@ def statement_parameters(strategy: str, releases: Sequence[ReleaseRow], rejectio
 
 def write_page(db: Database, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
                compiled: Sequence[CompiledRow], source: str, context: str,
-               strategy: str = DEFAULT_STRATEGY, parameters: dict[str, str] | None = None,
+               strategy: str = DEFAULT_STRATEGY, parameters: Parameters | None = None,
                mark_pending: bool = False) -> WriteResult:
     """Write one page: all of its acceptable rows commit together, or nothing does. ``parameters`` are the
     page's ``statement_parameters`` when they were built ahead; ``mark_pending`` records the ocids it changed
@@ -339,7 +348,7 @@ class _Writer:
         self.in_transaction = False
 
     def attempt(self, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
-                compiled: Sequence[CompiledRow], parameters: dict[str, str] | None = None) -> WriteResult:
+                compiled: Sequence[CompiledRow], parameters: Parameters | None = None) -> WriteResult:
         """One statement (json, unnest) or one staged COPY (copy) for these rows."""
         sql = (MARKING_UPSERT_SQL if self.mark_pending else UPSERT_SQL)[self.strategy]
         if parameters is None:
