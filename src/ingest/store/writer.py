@@ -122,11 +122,11 @@ written AS (
     SELECT {_selected(strategy)}
     FROM {_release_source(strategy)}
     -- Rows already stored at this version or newer are skipped before the insert: ON CONFLICT would lock
-    -- (and dirty) each of them even when its WHERE refuses the update, so a replay would still write.
-    WHERE NOT EXISTS (
-        SELECT FROM releases current
-        WHERE current.ocid = r.o AND current.release_id = r.i
-          AND (current.release_date, current.content_hash) >= (CAST(r.d AS timestamptz), decode(r.h, 'hex')))
+    -- (and dirty) each of them even when its WHERE refuses the update, so a replay would still write. A scalar
+    -- subquery, not NOT EXISTS, which the planner made a hash anti-join reading the whole table for every page
+    -- while the table was small: this one it cannot make a join, so each row is one probe of the primary key.
+    WHERE (SELECT (current.release_date, current.content_hash) >= (CAST(r.d AS timestamptz), decode(r.h, 'hex'))
+           FROM releases current WHERE current.ocid = r.o AND current.release_id = r.i) IS NOT TRUE
     ORDER BY o COLLATE "C", i COLLATE "C"
     ON CONFLICT (ocid, release_id) DO UPDATE SET {updates}, last_ingested_at = now()
     WHERE (stored.release_date, stored.content_hash) < (EXCLUDED.release_date, EXCLUDED.content_hash)
