@@ -3,9 +3,9 @@
 ``.venv/bin/python bench/antijoin_ab.py [--rounds 3] [--quick]``. Same server, same data, same process: for each
 release size and write strategy, fresh inserts (empty table) and replays (every release unchanged) run with
 the statement as it is (``current``) and with its anti-join (``WHERE (SELECT ...) IS NOT TRUE``) taken out
-(``no anti-join``, the statement before it had one), alternating, so a slower or faster machine affects both alike. Besides rates
-and the backend's CPU it prints the mean time per page over the first and the last tenth of each fresh run
-(a plan that scans the table would make late pages slower) and the generic plan of the insert.
+(``no anti-join``, the statement before it had one), alternating, so a slower or faster machine affects both
+alike. Besides rates and the backend's CPU it prints the mean time per page over the first and the last tenth
+of each fresh run (a plan that scans the table would make late pages slower) and the generic plan of the insert.
 """
 
 from __future__ import annotations

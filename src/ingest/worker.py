@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,6 +52,11 @@ MEMORY_SIZE_MB = 1024
 STREAM_ABOVE_BYTES = 1024 * 1024
 CHUNK_RELEASES = 2000
 CHUNK_CHARS = 1024 * 1024
+# While a batch runs, the thread writing a page comes back from each socket call (the statement sent, its answer
+# in) wanting the GIL, which the look-ahead thread holds: by default for up to 5 ms. A shorter switch interval
+# hands it over sooner, so the next statement leaves sooner (+4% releases per second end to end, medians of 10
+# alternated runs of 10,000 releases; the look-ahead thread's own work is unchanged).
+BATCH_SWITCH_INTERVAL_SECONDS = 0.0005
 T = TypeVar("T")
 
 
@@ -230,6 +236,8 @@ class Worker:
         (``time.monotonic()``) is when every network call of the batch must have ended.
         """
         self._deadline = deadline
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, BATCH_SWITCH_INTERVAL_SECONDS))
         self._ahead = LookAhead(self.prepare, batch)
         try:
             yield
@@ -237,6 +245,7 @@ class Worker:
             self._ahead.close()
             self._ahead = None
             self._deadline = None
+            sys.setswitchinterval(switch_interval)
 
     def seconds_left(self) -> float | None:
         """Seconds until the deadline (None without one); raises OutOfTime once it has passed."""

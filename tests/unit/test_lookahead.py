@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 
 import pytest
 
 from ingest.errors import TransientError
-from ingest.worker import LookAhead, Message, Prepared
+from ingest.worker import BATCH_SWITCH_INTERVAL_SECONDS, Connections, LookAhead, Message, Prepared, Worker
 
 
 def batch(count: int) -> list[Message]:
@@ -62,3 +64,19 @@ def test_a_message_outside_the_batch_is_prepared_on_the_spot() -> None:
         assert threads == [threading.current_thread().name]
     finally:
         ahead.close()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_batch_hands_the_gil_over_faster_while_it_runs_and_restores_the_interval(fails: bool) -> None:
+    # GIVEN a worker (no database is touched: the batch only prepares ahead) and the interpreter's interval
+    worker = Worker(Connections(lambda: None), {})  # type: ignore[arg-type, return-value]
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    # WHEN a batch runs (and ends normally, or with an error)
+    with contextlib.suppress(RuntimeError), worker.batch(batch(2)):
+        seen.append(sys.getswitchinterval())
+        if fails:
+            raise RuntimeError("a message failed")
+    # THEN the look-ahead thread held the GIL for at most the batch's interval, and the interval is as it was
+    assert seen == [min(before, BATCH_SWITCH_INTERVAL_SECONDS)] and seen[0] < 0.005
+    assert sys.getswitchinterval() == before
