@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 
 import pytest
 
 from ingest.errors import TransientError
-from ingest.worker import BATCH_SWITCH_INTERVAL_SECONDS, Connections, LookAhead, Message, Prepared, Worker
+from ingest.worker import (
+    BATCH_SWITCH_INTERVAL_SECONDS,
+    LOOKAHEAD_NICENESS,
+    Connections,
+    LookAhead,
+    Message,
+    Prepared,
+    Worker,
+)
 
 
 def batch(count: int) -> list[Message]:
@@ -80,3 +89,23 @@ def test_a_batch_hands_the_gil_over_faster_while_it_runs_and_restores_the_interv
     # THEN the look-ahead thread held the GIL for at most the batch's interval, and the interval is as it was
     assert seen == [min(before, BATCH_SWITCH_INTERVAL_SECONDS)] and seen[0] < 0.005
     assert sys.getswitchinterval() == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are set on Linux only")
+def test_the_look_ahead_thread_runs_at_a_lower_priority_than_the_writing_thread() -> None:
+    priorities: dict[str, int] = {}
+
+    def prepare(message: Message) -> Prepared:
+        priorities[message.message_id] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return Prepared(message, "s")
+
+    writing = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    ahead = LookAhead(prepare, batch(2))
+    try:
+        ahead.take(Message("m0", "body 0"))
+        ahead.take(Message("m1", "body 1"))
+    finally:
+        ahead.close()
+    # THEN both were prepared on the thread, nicer than this one (capped at 19), which kept its own priority
+    assert priorities == {f"m{n}": min(19, writing + LOOKAHEAD_NICENESS) for n in range(2)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == writing
