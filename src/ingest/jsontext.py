@@ -28,6 +28,7 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 # Where counting '":' could take the opening quote of a string that starts with a colon for the end of a key
 # (once whitespace is gone, such a quote follows one of :,[{ ); such texts are tokenised instead.
 _COLON_STRING_STARTS = (b':":', b',":', b'[":', b'{":')
+_COLON_STRING_STARTS_TEXT = tuple(start.decode() for start in _COLON_STRING_STARTS)
 _KEY_OR_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"[ \t\r\n]*(:?)', re.DOTALL)
 
 
@@ -204,20 +205,18 @@ def has_repeated_key(text: str, value: Any, colon_escape: bool = True, encoded: 
 def repeated_keys(text: str, value: Any) -> int:
     """How many keys the JSON text repeats within an object (they are gone from ``value``, its parse)."""
     encoded = _ENCODER.encode(value)  # compact: each key's closing quote is right before its colon
-    if any(start in encoded for start in _COLON_STRING_STARTS):
-        # A string that starts with a colon: its opening quote and the colon look like a key's end. Rare.
-        return _tokenised_keys(text) - _tokenised_keys(encoded.decode("utf-8"))
     # Whitespace matters only between a key and its colon (it is never part of an escape). A string of the
     # text that starts with a colon and is not in ``value`` was dropped by a repeated key, which is then found
     # (it can only raise the text's count).
+    compact = text
     if any(space in text for space in (" :", "\n:", "\r:", "\t:")):
         compact = text.replace(" ", "").replace("\n", "").replace("\r", "").replace("\t", "")
-        # Whitespace goes from inside strings too, which can make one start with a colon (" :" -> ":") that
-        # the count would take for a key's end: then the text is tokenised.
-        if any(start.decode() in compact for start in _COLON_STRING_STARTS):
-            return _tokenised_keys(text) - _tokenised_keys(encoded.decode("utf-8"))
-        text = compact
-    return _colon_keys(text) - _colon_keys(encoded)
+    # A string that starts with a colon (in the value; or in the text once whitespace, which goes from inside
+    # strings too, is gone: " :" -> ":"): its opening quote and the colon look like a key's end. Rare: tokenise.
+    if any(start in encoded for start in _COLON_STRING_STARTS) or (
+            compact is not text and any(start in compact for start in _COLON_STRING_STARTS_TEXT)):
+        return _tokenised_keys(text) - _tokenised_keys(encoded.decode("utf-8"))
+    return _colon_keys(compact) - _colon_keys(encoded)
 
 
 # --- numbers and characters that jsonb cannot hold --------------------------------------------------------
