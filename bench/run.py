@@ -108,6 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only the worker's sections (no seed/engine tables; the 4 KB releases are still made)")
     worker.add_argument("--worker-releases", type=int,
                         help="4 KB releases sent through the handler (default 10000, --quick 1000)")
+    worker.add_argument("--worker-pairs", type=int,
+                        help="alternated tries (json.loads, the limit, the worker) connected directly, whose median "
+                             "ratios are the issue's figures (default 5, --quick 3)")
     worker.add_argument("--worker-per-message", type=int, default=200, help="releases per inline message")
     worker.add_argument("--worker-batch", type=int, default=5, help="records per event (the stack's BatchSize)")
     worker.add_argument("--worker-strategies", default=",".join([DEFAULT_STRATEGY, *(name for name in STRATEGIES
@@ -141,6 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.strategies = [name for name in args.strategies.split(",") if name and name != DEFAULT_STRATEGY]
     args.worker_strategies = [name for name in args.worker_strategies.split(",") if name]
     args.import_repeat = args.import_repeat if args.import_repeat is not None else (7 if args.quick else 9)
+    args.worker_pairs = args.worker_pairs if args.worker_pairs is not None else (3 if args.quick else 5)
     if set(args.worker_strategies) - set(STRATEGIES):
         parser.error(f"unknown worker strategies; the engine has {', '.join(STRATEGIES)}")
     unknown = set(args.strategies) - set(STRATEGIES)

@@ -113,6 +113,24 @@ def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float | N
     return run
 
 
+def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[dict[str, float]]:
+    """Each alternated try's figures side by side: the limit and the worker, run one after the other, and the mean
+    of the json.loads timed just before and just after them (``parses`` has one more item than the tries). This
+    shared machine's speed moves by up to 2x within minutes (the same json.loads, from one try to the next), so a
+    ratio is taken within a try, where both sides ran at the same moment, never between the bests of each."""
+    pairs = []
+    brackets = [(before + after) / 2 for before, after in zip(parses[:-1], parses[1:], strict=True)]
+    for parse, limit, worker in zip(brackets, limits, workers, strict=True):
+        pairs.append({
+            "limit_rate": round(limit.rate, 1), "worker_rate": round(worker.rate, 1),
+            "limit_server_us": round(limit.server_cpu / limit.releases * 1e6, 1),
+            "worker_server_us": round(worker.server_cpu / worker.releases * 1e6, 1),
+            "json_loads_us": round(parse / worker.releases * 1e6, 1),
+            "worker_process_us": round(worker.process_cpu / worker.releases * 1e6, 1),
+        })
+    return pairs
+
+
 def body_parse_cpu(bodies: list[str], repeat: int = 3) -> float:
     """Process CPU seconds of the standard library's ``json.loads`` of every body (best of ``repeat``)."""
     best = float("inf")
@@ -234,7 +252,7 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
              f"{max(body_bytes) / 1e3:,.0f} KB), {len(events)} events of {args.worker_batch} records "
              f"(payload up to {max(payloads) / 1e6:.2f} MB); the limit copies {len(encoded) / 1e6:.1f} MB")
     runs: list[Run] = []
-    parses: list[float] = []  # json.loads of every body, once before each try of the direct runs
+    parses: list[float] = []  # json.loads of every body, before each try of the direct runs and after the last
     default = args.worker_strategies[0]
     sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
@@ -243,7 +261,7 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
             # The default strategy everywhere; the others directly connected only.
             strategies = args.worker_strategies if delay is None else [default]
             tries: dict[str, list[Run]] = {LIMIT: [], **{strategy: [] for strategy in strategies}}
-            for _ in range(max(1, args.repeat)):
+            for _ in range(max(1, args.worker_pairs if delay is None else args.repeat)):
                 if delay is None:  # the baseline side by side with the runs it is compared with
                     parses.append(body_parse_cpu(bodies, repeat=1))
                 tries[LIMIT].append(bench.measure_limit(database=WORKER_DATABASE, delay=delay, data=encoded,
@@ -254,6 +272,9 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
                         bench, module, strategy=strategy, delay=delay, events=events, warm=warm,
                         releases=len(releases), messages=len(bodies), per_message=args.worker_per_message,
                         mean_bytes=mean, sink=sink))
+            if delay is None:
+                parses.append(body_parse_cpu(bodies, repeat=1))  # each try bracketed by two
+                info["pairs"] = paired(parses, tries[LIMIT], tries[default])
             for items in tries.values():
                 run = best_of(items)
                 runs.append(run)
@@ -299,7 +320,8 @@ def print_worker_runs(info: dict[str, Any]) -> None:
           "at the same RTT (the same rows,\n encoded beforehand, in one psycopg COPY into an unindexed UNLOGGED "
           "table); dir = connected directly, no proxy; RT/msg = round trips per\n message on the wire and "
           "self-counted; server and client CPU in µs per release (client = the whole client process);\n"
-          f" best of {info['repeat']}, the limit and the worker alternated)")
+          f" best of {info['repeat']} ({len(info.get('pairs', []))} directly connected), the limit and the worker "
+          "alternated)")
     header = (f"{'strategy':<24} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'vs limit':>8} "
               f"{'RT/msg wire':>11} {'RT/msg self':>11} {'server µs':>9} {'client µs':>9} {'wall':>6}")
     print(header)
@@ -312,6 +334,14 @@ def print_worker_runs(info: dict[str, Any]) -> None:
               f"{versus:>8} {_opt(run.wire_per_message):>11} {_opt(run.self_per_message):>11} "
               f"{run.server_cpu / run.releases * 1e6:>9.0f} {run.process_cpu / run.releases * 1e6:>9.0f} "
               f"{run.seconds:>6.2f}")
+    if info.get("pairs"):
+        print("the directly connected tries, one after the other (the figures' ratios are taken within a try):")
+        for number, pair in enumerate(info["pairs"], 1):
+            print(f" try {number}: worker {pair['worker_rate']:,.0f} vs limit {pair['limit_rate']:,.0f} rel/s = "
+                  f"{pair['worker_rate'] / pair['limit_rate']:.2f}x; database {pair['worker_server_us']:.0f} vs "
+                  f"{pair['limit_server_us']:.0f} µs = {pair['worker_server_us'] / pair['limit_server_us']:.2f}x; "
+                  f"worker process {pair['worker_process_us']:.0f} µs vs json.loads {pair['json_loads_us']:.0f} = "
+                  f"{pair['worker_process_us'] / pair['json_loads_us']:.2f}x")
     client = info.get("client_side")
     if client:
         print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
