@@ -17,10 +17,12 @@ between tries for a ratio of two separately chosen bests to mean anything.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine_tables import ENGINE, PER_ROW, find
 from measure import LIMIT, Run
+from worker_runs import PAIRED_RATIOS
 
 TARGETS = {"vs_limit": 0.60, "server_cpu": 1.3, "client_cpu": 1.5, "round_trips": 4, "latency": 0.85,
            "vs_per_row": 50.0}
@@ -41,13 +43,12 @@ def issue_figures(worker: dict[str, Any] | None, sizes: dict[str, dict[str, Any]
     rows = []
     pairs = worker.get("pairs") or []
     if pairs:
-        for figure, ours, theirs, unit, target, higher in (
-                ("worker end to end vs raw COPY (the limit)", "worker_rate", "limit_rate", "rel/s", "vs_limit", True),
-                ("database CPU per release, all server processes, vs raw COPY's", "worker_server_us",
-                 "limit_server_us", "µs", "server_cpu", False),
-                ("worker process CPU per release vs json.loads of the same bodies", "worker_process_us",
-                 "json_loads_us", "µs", "client_cpu", False)):
-            rows.append(_paired_row(figure, pairs, ours, theirs, unit, TARGETS[target], higher))
+        for figure, (target, ours, theirs), unit, higher in zip(
+                ("worker end to end vs raw COPY (the limit)",
+                 "database CPU per release, all server processes, vs raw COPY's",
+                 "worker process CPU per release vs json.loads of the same bodies"),
+                PAIRED_RATIOS, ("rel/s", "µs", "µs"), (True, False, False), strict=True):
+            rows.append(_paired_row(figure, pairs, target, ours, theirs, unit, higher))
     if loopback and loopback.wire_per_message is not None:
         rows.append(_row("round trips per page (on the wire)", f"{loopback.wire_per_message:.2f}",
                          loopback.wire_per_message, TARGETS["round_trips"], False))
@@ -61,15 +62,15 @@ def issue_figures(worker: dict[str, Any] | None, sizes: dict[str, dict[str, Any]
     return rows
 
 
-def _paired_row(figure: str, pairs: list[dict[str, float]], ours: str, theirs: str, unit: str, target: float,
+def _paired_row(figure: str, pairs: list[dict[str, float]], target: str, ours: str, theirs: str, unit: str,
                 higher_is_better: bool) -> dict[str, Any]:
     """The median of the ratio taken within each alternated try, shown with that try's figures and the range."""
-    ratios = sorted((pair[ours] / pair[theirs], pair) for pair in pairs if pair[theirs])
+    ratios = sorted((pair[target], index) for index, pair in enumerate(pairs) if not math.isnan(pair[target]))
     ratio, middle = ratios[(len(ratios) - 1) // 2]  # the lower median: a try that happened
-    spread = f"{ratios[0][0]:.2f}–{ratios[-1][0]:.2f}" if len(ratios) > 1 else ""
-    measured = (f"{middle[ours]:,.0f} vs {middle[theirs]:,.0f} {unit}; median of {len(ratios)} tries"
-                + (f", {spread}" if spread else ""))
-    return _row(figure, measured, ratio, target, higher_is_better)
+    spread = f", {ratios[0][0]:.2f}–{ratios[-1][0]:.2f}" if len(ratios) > 1 else ""
+    measured = (f"{pairs[middle][ours]:,.0f} vs {pairs[middle][theirs]:,.0f} {unit}; "
+                f"median of {len(ratios)} tries{spread}")
+    return _row(figure, measured, ratio, TARGETS[target], higher_is_better)
 
 
 def engine_targets(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

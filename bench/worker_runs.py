@@ -121,14 +121,22 @@ def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[d
     pairs = []
     brackets = [(before + after) / 2 for before, after in zip(parses[:-1], parses[1:], strict=True)]
     for parse, limit, worker in zip(brackets, limits, workers, strict=True):
-        pairs.append({
+        pair = {
             "limit_rate": round(limit.rate, 1), "worker_rate": round(worker.rate, 1),
             "limit_server_us": round(limit.server_cpu / limit.releases * 1e6, 1),
             "worker_server_us": round(worker.server_cpu / worker.releases * 1e6, 1),
             "json_loads_us": round(parse / worker.releases * 1e6, 1),
             "worker_process_us": round(worker.process_cpu / worker.releases * 1e6, 1),
-        })
+        }
+        # The try's ratios, named as figures.TARGETS names them
+        for name, ours, theirs in PAIRED_RATIOS:
+            pair[name] = round(pair[ours] / pair[theirs], 3) if pair[theirs] else float("nan")
+        pairs.append(pair)
     return pairs
+
+
+PAIRED_RATIOS = (("vs_limit", "worker_rate", "limit_rate"), ("server_cpu", "worker_server_us", "limit_server_us"),
+                 ("client_cpu", "worker_process_us", "json_loads_us"))
 
 
 def body_parse_cpu(bodies: list[str], repeat: int = 3) -> float:
@@ -338,10 +346,10 @@ def print_worker_runs(info: dict[str, Any]) -> None:
         print("the directly connected tries, one after the other (the figures' ratios are taken within a try):")
         for number, pair in enumerate(info["pairs"], 1):
             print(f" try {number}: worker {pair['worker_rate']:,.0f} vs limit {pair['limit_rate']:,.0f} rel/s = "
-                  f"{pair['worker_rate'] / pair['limit_rate']:.2f}x; database {pair['worker_server_us']:.0f} vs "
-                  f"{pair['limit_server_us']:.0f} µs = {pair['worker_server_us'] / pair['limit_server_us']:.2f}x; "
+                  f"{pair['vs_limit']:.2f}x; database {pair['worker_server_us']:.0f} vs "
+                  f"{pair['limit_server_us']:.0f} µs = {pair['server_cpu']:.2f}x; "
                   f"worker process {pair['worker_process_us']:.0f} µs vs json.loads {pair['json_loads_us']:.0f} = "
-                  f"{pair['worker_process_us'] / pair['json_loads_us']:.2f}x")
+                  f"{pair['client_cpu']:.2f}x")
     client = info.get("client_side")
     if client:
         print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
