@@ -7,7 +7,8 @@ bench/compile_bench.py's). Each repetition runs the limit (the same rows, encode
 COPY) and then the worker, alternated, so a busy moment of this shared machine touches both:
 
 * directly connected (no proxy): end to end vs the limit, database CPU and the worker process's CPU per release;
-* through the latency proxy at 0, 1 and 5 ms: round trips per message on the wire, and what latency costs.
+* through the latency proxy at 0, 1 and 5 ms, one delay after the other within a try: round trips per message on
+  the wire, and what latency costs.
 
 Without a database (a stand-in that answers at once): ``json.loads`` of the same bodies, ``Worker.process`` and
 the whole handler, and the handler's fixed cost per invocation (Powertools).
@@ -31,7 +32,7 @@ from measure import LIMIT, ONE_MS, Bench, NullDatabase, Run, best_of, process_cp
 
 WORKER_DATABASE = "bench_worker"
 FIVE_MS = 0.005
-DELAYS: tuple[float | None, ...] = (None, 0.0, ONE_MS, FIVE_MS)
+PROXIED_DELAYS = (0.0, ONE_MS, FIVE_MS)
 
 
 def _handler_module() -> Any:
@@ -133,6 +134,14 @@ def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[d
             pair[name] = round(pair[ours] / pair[theirs], 3) if pair[theirs] else float("nan")
         pairs.append(pair)
     return pairs
+
+
+def latency_paired(loopback: list[Run], slow: list[Run]) -> list[dict[str, float]]:
+    """The worker through the proxy at 0 ms and at 1 ms in each try (run within seconds of each other), and the
+    ratio within the try, named as figures.TARGETS names it."""
+    return [{"loopback_rate": round(fast.rate, 1), "slow_rate": round(late.rate, 1),
+             "latency": round(late.rate / fast.rate, 3) if fast.rate else float("nan")}
+            for fast, late in zip(loopback, slow, strict=True)]
 
 
 PAIRED_RATIOS = (("vs_limit", "worker_rate", "limit_rate"), ("server_cpu", "worker_server_us", "limit_server_us"),
@@ -249,8 +258,8 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
         "releases": len(releases), "mean_bytes": mean, "per_message": args.worker_per_message,
         "messages": len(bodies), "records_per_event": args.worker_batch, "events": len(events),
         "body_bytes_mean": round(statistics.mean(body_bytes)), "body_bytes_max": max(body_bytes),
-        "event_payload_bytes_max": max(payloads), "repeat": args.repeat, "strategies": args.worker_strategies,
-        "copy_bytes": len(encoded),
+        "event_payload_bytes_max": max(payloads), "tries": max(1, args.worker_pairs),
+        "strategies": args.worker_strategies, "copy_bytes": len(encoded),
     }
     if max(body_bytes) > worker_bench.SQS_MESSAGE_LIMIT or max(payloads) > worker_bench.LAMBDA_PAYLOAD_LIMIT:
         progress(f"[worker] warning: bodies up to {max(body_bytes):,} B, events up to {max(payloads):,} B: "
@@ -264,25 +273,33 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
     default = args.worker_strategies[0]
     sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
-        for delay in DELAYS:
+
+        def limit_and_workers(delay: float | None, strategies: list[str], tries: dict[str, list[Run]]) -> None:
+            tries.setdefault(LIMIT, []).append(bench.measure_limit(
+                database=WORKER_DATABASE, delay=delay, data=encoded, releases=len(releases), size="worker",
+                page_size=args.worker_per_message, mean_bytes=mean))
+            for strategy in strategies:
+                tries.setdefault(strategy, []).append(measure_worker(
+                    bench, module, strategy=strategy, delay=delay, events=events, warm=warm,
+                    releases=len(releases), messages=len(bodies), per_message=args.worker_per_message,
+                    mean_bytes=mean, sink=sink))
+
+        # Directly connected, every strategy: each try bracketed by two json.loads of the bodies.
+        direct: dict[str, list[Run]] = {}
+        for _ in range(max(1, args.worker_pairs)):
+            parses.append(body_parse_cpu(bodies, repeat=1))
+            limit_and_workers(None, args.worker_strategies, direct)
+        parses.append(body_parse_cpu(bodies, repeat=1))
+        info["pairs"] = paired(parses, direct[LIMIT], direct[default])
+        # Through the proxy, the default strategy: each try runs every delay one after the other, so what latency
+        # costs is a ratio within a try too.
+        proxied: dict[float, dict[str, list[Run]]] = {delay: {} for delay in PROXIED_DELAYS}
+        for _ in range(max(1, args.worker_pairs)):
+            for delay in PROXIED_DELAYS:
+                limit_and_workers(delay, [default], proxied[delay])
+        info["latency_pairs"] = latency_paired(proxied[0.0][default], proxied[ONE_MS][default])
+        for delay, tries in [(None, direct), *proxied.items()]:
             where = "direct" if delay is None else f"{delay * 1000:g} ms"
-            # The default strategy everywhere; the others directly connected only.
-            strategies = args.worker_strategies if delay is None else [default]
-            tries: dict[str, list[Run]] = {LIMIT: [], **{strategy: [] for strategy in strategies}}
-            for _ in range(max(1, args.worker_pairs if delay is None else args.repeat)):
-                if delay is None:  # the baseline side by side with the runs it is compared with
-                    parses.append(body_parse_cpu(bodies, repeat=1))
-                tries[LIMIT].append(bench.measure_limit(database=WORKER_DATABASE, delay=delay, data=encoded,
-                                                        releases=len(releases), size="worker",
-                                                        page_size=args.worker_per_message, mean_bytes=mean))
-                for strategy in strategies:
-                    tries[strategy].append(measure_worker(
-                        bench, module, strategy=strategy, delay=delay, events=events, warm=warm,
-                        releases=len(releases), messages=len(bodies), per_message=args.worker_per_message,
-                        mean_bytes=mean, sink=sink))
-            if delay is None:
-                parses.append(body_parse_cpu(bodies, repeat=1))  # each try bracketed by two
-                info["pairs"] = paired(parses, tries[LIMIT], tries[default])
             for items in tries.values():
                 run = best_of(items)
                 runs.append(run)
@@ -328,7 +345,7 @@ def print_worker_runs(info: dict[str, Any]) -> None:
           "at the same RTT (the same rows,\n encoded beforehand, in one psycopg COPY into an unindexed UNLOGGED "
           "table); dir = connected directly, no proxy; RT/msg = round trips per\n message on the wire and "
           "self-counted; server and client CPU in µs per release (client = the whole client process);\n"
-          f" best of {info['repeat']} ({len(info.get('pairs', []))} directly connected), the limit and the worker "
+          f" best of {info['tries']} tries, directly connected and through the proxy, the limit and the worker "
           "alternated)")
     header = (f"{'strategy':<24} {'RTT':>4} {'releases':>8} {'rel/s':>8} {'MB/s':>6} {'vs limit':>8} "
               f"{'RT/msg wire':>11} {'RT/msg self':>11} {'server µs':>9} {'client µs':>9} {'wall':>6}")
@@ -350,6 +367,11 @@ def print_worker_runs(info: dict[str, Any]) -> None:
                   f"{pair['limit_server_us']:.0f} µs = {pair['server_cpu']:.2f}x; "
                   f"worker process {pair['worker_process_us']:.0f} µs vs json.loads {pair['json_loads_us']:.0f} = "
                   f"{pair['client_cpu']:.2f}x")
+    for number, pair in enumerate(info.get("latency_pairs", []), 1):
+        if number == 1:
+            print("the proxied tries (0, 1 and 5 ms one after the other; the latency figure is taken within a try):")
+        print(f" try {number}: worker at 1 ms {pair['slow_rate']:,.0f} vs at 0 ms {pair['loopback_rate']:,.0f} rel/s = "
+              f"{pair['latency']:.2f}")
     client = info.get("client_side")
     if client:
         print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
