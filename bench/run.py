@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             scaling["on_paper"] = scale.on_paper(direct.server_cpu / direct.releases, slow.rate)
         print_worker_resources(memory, imports)
         scale.print_scale(scaling, details["nproc"])
-        figures = issue_figures(worker, sizes)
+        figures = issue_figures(worker)
         print_figures(f"the issue's figures (worker, {args.worker_releases:,} releases of ~4 KB, messages of "
                       f"{args.worker_per_message}, events of {args.worker_batch}; {details['nproc']} cores shared)",
                       figures)

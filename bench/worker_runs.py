@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import worker_bench
-from baselines import encode_copy
-from data import SOURCE, json_size
+from baselines import encode_copy, seed_per_row
+from data import SOURCE, json_size, paginate
+from engine_tables import PER_ROW
 from measure import LIMIT, ONE_MS, Bench, NullDatabase, Run, best_of, process_cpu, progress, proxied
 
 WORKER_DATABASE = "bench_worker"
@@ -136,14 +137,22 @@ def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[d
     return pairs
 
 
-def latency_paired(loopback: list[Run], slow: list[Run]) -> list[dict[str, float]]:
-    """The worker through the proxy at 0 ms and at 1 ms in each try (run within seconds of each other), and the
-    ratio within the try, named as figures.TARGETS names it."""
-    return [{"loopback_rate": round(fast.rate, 1), "slow_rate": round(late.rate, 1),
-             "latency": round(late.rate / fast.rate, 3) if fast.rate else float("nan")}
-            for fast, late in zip(loopback, slow, strict=True)]
+def latency_paired(loopback: list[Run], slow: list[Run], per_row: list[Run]) -> list[dict[str, float]]:
+    """Each proxied try's latency figures: the worker at 0 ms and at 1 ms, and the per-row seed at 1 ms (if it
+    ran), within seconds of each other; the ratios within the try are named as figures.TARGETS names them."""
+    pairs = []
+    for number, (fast, late) in enumerate(zip(loopback, slow, strict=True)):
+        pair = {"loopback_rate": round(fast.rate, 1), "slow_rate": round(late.rate, 1)}
+        if per_row:
+            pair["per_row_rate"] = round(per_row[number].rate, 1)
+        for name, ours, theirs in LATENCY_RATIOS:
+            if theirs in pair:
+                pair[name] = round(pair[ours] / pair[theirs], 3) if pair[theirs] else float("nan")
+        pairs.append(pair)
+    return pairs
 
 
+LATENCY_RATIOS = (("latency", "slow_rate", "loopback_rate"), ("vs_per_row", "slow_rate", "per_row_rate"))
 PAIRED_RATIOS = (("vs_limit", "worker_rate", "limit_rate"), ("server_cpu", "worker_server_us", "limit_server_us"),
                  ("client_cpu", "worker_process_us", "json_loads_us"))
 
@@ -293,11 +302,19 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
         info["pairs"] = paired(parses, direct[LIMIT], direct[default])
         # Through the proxy, the default strategy: each try runs every delay one after the other, so what latency
         # costs is a ratio within a try too.
+        # The per-row seed at 1 ms right after the worker at 1 ms (the same ~4 KB releases, fewer of them).
         proxied: dict[float, dict[str, list[Run]]] = {delay: {} for delay in PROXIED_DELAYS}
+        per_row_pages = paginate(releases[:args.per_row_1ms], args.worker_per_message)
         for _ in range(max(1, args.worker_pairs)):
             for delay in PROXIED_DELAYS:
                 limit_and_workers(delay, [default], proxied[delay])
-        info["latency_pairs"] = latency_paired(proxied[0.0][default], proxied[ONE_MS][default])
+                if delay == ONE_MS and per_row_pages:
+                    proxied[delay].setdefault(PER_ROW, []).append(bench.measure(
+                        strategy=PER_ROW, size="worker", database=WORKER_DATABASE, table="seed_releases",
+                        delay=delay, pages=per_row_pages, page_size=args.worker_per_message, mean_bytes=mean,
+                        body=seed_per_row))
+        info["latency_pairs"] = latency_paired(proxied[0.0][default], proxied[ONE_MS][default],
+                                               proxied[ONE_MS].get(PER_ROW, []))
         for delay, tries in [(None, direct), *proxied.items()]:
             where = "direct" if delay is None else f"{delay * 1000:g} ms"
             for items in tries.values():
@@ -369,9 +386,12 @@ def print_worker_runs(info: dict[str, Any]) -> None:
                   f"{pair['client_cpu']:.2f}x")
     for number, pair in enumerate(info.get("latency_pairs", []), 1):
         if number == 1:
-            print("the proxied tries (0, 1 and 5 ms one after the other; the latency figure is taken within a try):")
+            print("the proxied tries (0 ms, 1 ms, the per-row seed at 1 ms, 5 ms, one after the other; the latency "
+                  "figures are taken within a try):")
+        seed = (f"; vs the per-row seed at 1 ms {pair['per_row_rate']:,.0f} rel/s = {pair['vs_per_row']:.1f}x"
+                if "per_row_rate" in pair else "")
         print(f" try {number}: worker at 1 ms {pair['slow_rate']:,.0f} vs at 0 ms {pair['loopback_rate']:,.0f} rel/s = "
-              f"{pair['latency']:.2f}")
+              f"{pair['latency']:.2f}{seed}")
     client = info.get("client_side")
     if client:
         print(f"client side without a database, {client['releases']:,} releases in {client['invocations']} "
