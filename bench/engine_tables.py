@@ -1,9 +1,9 @@
 """The engine (``save_page``) against the baselines, per release size: one table of rates and one of CPU.
 
 Every strategy loads the same release dicts into an empty table, timed from the dicts to committed rows
-(serialisation included), through a LatencyProxy at 0, 1 and 5 ms of round-trip latency (5 ms: the chart's
-strategies only). The engine runs with compiling off: the write path alone (compiling's cost per page is
-bench/compile_bench.py's).
+(serialisation included), through the latency proxy (a process of its own) at 0, 1 and 5 ms of round-trip
+latency (5 ms: the chart's strategies only). The engine runs with compiling off: the write path alone
+(compiling's cost per page is bench/compile_bench.py's).
 """
 
 from __future__ import annotations
@@ -191,11 +191,11 @@ def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
         print(f"{run.strategy:<30} {rtt:>4} {run.releases:>8,} {run.rate:>8,.0f} "
               f"{run.mb_per_second:>6.1f} {ratio:>10} {_fmt_opt(run.wire_per_page):>12} "
               f"{_fmt_opt(run.self_per_page):>12} {versus:>8}")
-    print("\nwhere the time goes (seconds; client = main thread CPU, proxy = proxy threads, backend = "
-          "the connection's postgres process,\nother = the rest of the server: WAL writer, checkpointer, "
-          "autovacuum; waiting = wall - client - backend;\nWAL = bytes of WAL written by the whole server "
-          "during the run, autovacuum included)")
-    header = (f"{'strategy':<30} {'RTT':>4} {'wall':>7} {'client':>7} {'proxy':>6} {'backend':>7} "
+    print("\nwhere the time goes (seconds; client = main thread CPU, threads = the client's other threads (the "
+          "proxy runs in a process of its own),\nbackend = the connection's postgres process, other = the rest of "
+          "the server: WAL writer, checkpointer, autovacuum; waiting = wall - client - backend;\n"
+          "WAL = bytes of WAL written by the whole server during the run, autovacuum included)")
+    header = (f"{'strategy':<30} {'RTT':>4} {'wall':>7} {'client':>7} {'threads':>7} {'backend':>7} "
               f"{'other':>6} {'waiting':>7} {'WAL MB':>7} {'WAL/data':>8}")
     print(header)
     print("-" * len(header))
@@ -203,7 +203,7 @@ def print_table(label: str, info: dict[str, Any], runs: list[Run]) -> None:
         waiting = max(0.0, run.seconds - run.client_cpu - run.backend_cpu)
         rtt = _rtt(run)
         data_bytes = run.releases * run.mean_bytes
-        print(f"{run.strategy:<30} {rtt:>4} {run.seconds:>7.2f} {run.client_cpu:>7.2f} {run.proxy_cpu:>6.2f} "
+        print(f"{run.strategy:<30} {rtt:>4} {run.seconds:>7.2f} {run.client_cpu:>7.2f} {run.proxy_cpu:>7.2f} "
               f"{run.backend_cpu:>7.2f} {run.other_server_cpu:>6.2f} {waiting:>7.2f} "
               f"{run.wal_bytes / 1e6:>7.1f} {run.wal_bytes / data_bytes if data_bytes else 0:>8.2f}")
     if info.get("client_only_seconds"):

@@ -1,7 +1,8 @@
 """The bench house: the throwaway server, its databases, timed runs and where their CPU goes.
 
 A run is timed end to end (wall clock) and charged with: the client's main-thread CPU, the rest of the client
-process (the proxy's threads), the connection's backend, every other server process (WAL writer, checkpointer,
+process (other threads: the worker's look-ahead; the latency proxy runs in a process of its own), the
+connection's backend, every other server process (WAL writer, checkpointer,
 autovacuum: ``server_cpu`` sums /proc/<pid>/stat utime+stime of the postmaster, its children and those it
 reaped), the WAL written, and the round trips counted on the wire by the latency proxy.
 """
@@ -9,7 +10,6 @@ reaped), the WAL written, and the round trips counted on the wire by the latency
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from baselines import copy_limit, create_tables
+from proxy_process import ProxyProcess
 
 from ingest.store.connection import Database, connect_url
 from ingest.store.local_server import LocalServer
 from ingest.store.migrate import migrate
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # tests.tools (the latency proxy), whichever bench script imports this module
-    sys.path.insert(0, str(ROOT))
-from tests.tools.tcp_proxy import LatencyProxy  # noqa: E402
 
 ONE_MS = 0.001
 Body = Callable[[Database, list[list[dict[str, Any]]]], dict[str, int]]
@@ -78,7 +74,7 @@ class Run:
     wire_round_trips: int | None = None
     self_round_trips: int | None = None
     client_cpu: float = 0.0
-    proxy_cpu: float = 0.0  # the client process's other threads: the proxy's, the worker's look-ahead
+    proxy_cpu: float = 0.0  # the client process's other threads (the worker's look-ahead; the proxy has its own)
     process_cpu: float = 0.0  # the whole client process
     backend_cpu: float = 0.0
     other_server_cpu: float = 0.0
@@ -186,17 +182,11 @@ class Bench:
 
     @contextmanager
     def connection(self, database: str,
-                   delay: float | None) -> Iterator[tuple[Database, LatencyProxy | None]]:
-        """A connection through a LatencyProxy (``delay`` s per round trip), or direct if ``delay`` is None."""
-        if delay is None:
-            db = connect_url(self.server.url_for(database))
-            try:
-                yield db, None
-            finally:
-                db.close()
-            return
-        with LatencyProxy("127.0.0.1", self.server.port, delay_seconds=delay) as proxy:
-            db = connect_url(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
+                   delay: float | None) -> Iterator[tuple[Database, ProxyProcess | None]]:
+        """A connection through the latency proxy (``delay`` s per round trip), or direct if ``delay`` is None."""
+        with proxied(self.server.port, delay) as (port, proxy):
+            db = connect_url(self.server.url_for(database) if proxy is None else
+                             f"postgresql://postgres@127.0.0.1:{port}/{database}")
             try:
                 yield db, proxy
             finally:
@@ -293,12 +283,13 @@ LIMIT = "raw COPY (the limit)"
 
 
 @contextmanager
-def proxied(port: int, delay: float | None) -> Iterator[tuple[int, LatencyProxy | None]]:
-    """The port to connect to: the server's own (``delay`` None) or a LatencyProxy's in front of it."""
+def proxied(port: int, delay: float | None) -> Iterator[tuple[int, ProxyProcess | None]]:
+    """The port to connect to: the server's own (``delay`` None) or that of a latency proxy in front of it, in
+    a process of its own (bench/proxy_process.py: in this one its threads would take the GIL from the client)."""
     if delay is None:
         yield port, None
         return
-    with LatencyProxy("127.0.0.1", port, delay_seconds=delay) as proxy:
+    with ProxyProcess(port, delay) as proxy:
         yield proxy.port, proxy
 
 
