@@ -65,13 +65,14 @@ class _Shape(msgspec.Struct):
     versionedRelease: Raw | UnsetType = UNSET  # noqa: N815
 
 
-class _ReleasePackage(_Shape):
-    """The usual document, a package whose ``releases`` is an array: split in the same pass that reads it."""
+class ReleasePackage(_Shape):
+    """The usual document, a package whose ``releases`` is an array: split in the same pass that reads it (here,
+    or in the pass that reads a message's envelope: ``messages.parse``)."""
 
     releases: list[Raw] | UnsetType = UNSET
 
 
-_RELEASE_PACKAGE = msgspec.json.Decoder(_ReleasePackage)
+_RELEASE_PACKAGE = msgspec.json.Decoder(ReleasePackage)
 _OBJECT_OR_ARRAY = msgspec.json.Decoder(_Shape | list[Raw])
 _OBJECT = msgspec.json.Decoder(_Shape)
 _ARRAY = msgspec.json.Decoder(list[Raw])
@@ -249,7 +250,7 @@ class _Unsplittable(Exception):
 def _present(raw: Raw | list[Raw] | UnsetType) -> Raw | list[Raw] | None:
     # A member given as null is taken as absent, as a missing member is.
     if isinstance(raw, list):
-        return raw  # an array already split (``_ReleasePackage``)
+        return raw  # an array already split (``ReleasePackage``)
     if raw is UNSET or bytes(memoryview(raw)[:4]) == b"null":
         return None
     return raw
@@ -792,8 +793,13 @@ class Document:
     data: bytes | str | None = None
     stream: TextIO | None = None
     stats: DocumentStats = field(default_factory=DocumentStats)
+    split: ReleasePackage | None = None  # already read and split (``from_split``): its text is not needed
 
     def items(self) -> Iterator[Item]:
+        if self.split is not None:
+            self.stats.values = 1
+            yield from _Splitter(self.stats).shaped(self.split, None, "", NO_PACKAGE)
+            return
         if self.stream is not None:
             yield from _Walker("", self.stream, self.stats).values()
             return
@@ -831,6 +837,15 @@ def read_bytes(data: bytes) -> Document:
         return Document(data=data[bom:], stats=DocumentStats(encoding=encoding))
     text, encoding = decode(data)
     return Document(data=text, stats=DocumentStats(encoding=encoding))
+
+
+def from_split(package: ReleasePackage) -> Document | None:
+    """A document read whole and split by msgspec elsewhere (a message's envelope and its page in one pass): the
+    same items, stats and positions as reading its text would give. None where splitting needs the text itself
+    (records, a record, a package without an array of releases); the caller then reads the text."""
+    if not isinstance(package.releases, list) or _present(package.records) is not None or _is_record(package):
+        return None
+    return Document(split=package)
 
 
 def read_text(text: str) -> Document:

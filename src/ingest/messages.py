@@ -14,7 +14,9 @@ the ``source`` message attribute, else ``unknown``. A body that cannot be a page
 recorded in ``rejected_messages`` and acknowledged, since redelivering it would give the same answer.
 
 The page is never parsed here: its text goes to the reader as published, so one bad release inside an envelope
-(too deep, a syntax error, a lone surrogate) is isolated exactly as it would be in a bare package.
+(too deep, a syntax error, a lone surrogate) is isolated exactly as it would be in a bare package. The worker asks
+(``split_up_to``) for the usual page, a release package, to be split in the pass that reads the envelope: each
+release's text is cut from the body as published, and the body is not scanned a second time.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ class InlinePage:
     # The page as published in the body: the reader isolates what is wrong with it. Its UTF-8 bytes when the
     # envelope parsed (the decoder cut them from the body): the reader splits those as they are, where a text
     # would be decoded from them and encoded again to split (9 µs per ~4 KB release); else the body's text.
-    page: str | bytes
+    # Or, asked for (``parse(split_up_to=…)``), a release package already split in the pass that read the
+    # envelope, as a document: a second pass over the body would cost as much again.
+    page: str | bytes | documents.Document
     run_id: str | None = None  # the harvest run that sent it, for the logs
 
 
@@ -81,10 +85,28 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 _ENVELOPE = msgspec.json.Decoder(_Envelope | list[msgspec.Raw])
 
 
-def parse(body: str, source_attribute: str | None = None) -> PageRequest:
-    """The page a message asks for; raises MessageRejected saying why a body cannot be one."""
+class _PackageEnvelope(_Envelope, forbid_unknown_fields=True):
+    """A version 1 body around a release package, read and split in one pass."""
+
+    page: documents.ReleasePackage | msgspec.UnsetType = msgspec.UNSET
+
+
+_PACKAGE_ENVELOPE = msgspec.json.Decoder(_PackageEnvelope)
+
+
+def parse(body: str, source_attribute: str | None = None, split_up_to: int | None = None) -> PageRequest:
+    """The page a message asks for; raises MessageRejected saying why a body cannot be one.
+
+    ``split_up_to``: an inline release package of up to this many bytes of releases comes already split (a
+    ``documents.Document``), read in the same pass as its envelope; a larger one comes as its bytes, for the
+    caller to stream.
+    """
     if not body.strip():
         raise MessageRejected("empty_message", "the message body is empty")
+    if split_up_to is not None:
+        split = _split_package(body, split_up_to)
+        if split is not None:
+            return split
     bare = InlinePage(source_attribute or UNKNOWN_SOURCE, body)
     try:
         envelope = _ENVELOPE.decode(body)
@@ -104,8 +126,26 @@ def parse(body: str, source_attribute: str | None = None) -> PageRequest:
         return _envelope(members, body)
     if isinstance(envelope, list) or envelope.version is msgspec.UNSET:
         return bare
-    return _envelope({name: getattr(envelope, name) for name in _ENVELOPE_KEYS
-                      if getattr(envelope, name) is not msgspec.UNSET}, body)
+    return _envelope(_members(envelope), body)
+
+
+def _members(envelope: _Envelope) -> dict[str, Any]:
+    return {name: getattr(envelope, name) for name in _ENVELOPE_KEYS if getattr(envelope, name) is not msgspec.UNSET}
+
+
+def _split_package(body: str, up_to: int) -> PageRequest | None:
+    """The usual body, a valid version 1 envelope around a release package, read and split in one pass; None for
+    any other body (or a larger package), which ``parse`` then reads the usual way."""
+    try:
+        envelope = _PACKAGE_ENVELOPE.decode(body)
+    except jsontext.PARSE_ERRORS:
+        return None
+    if envelope.version is msgspec.UNSET or envelope.page is msgspec.UNSET:
+        return None
+    document = documents.from_split(envelope.page)
+    if document is None or sum(map(len, envelope.page.releases or ())) > up_to:
+        return None
+    return _envelope({**_members(envelope), "page": document}, body)
 
 
 def _envelope(members: dict[str, Any], body: str) -> PageRequest:
@@ -128,6 +168,8 @@ def _envelope(members: dict[str, Any], body: str) -> PageRequest:
     run_id = run_id if isinstance(run_id, str) and jsontext.storable_text(run_id) == run_id else None
     if "page" in members:
         page = members["page"]
+        if isinstance(page, documents.Document):
+            return InlinePage(source, page, run_id)
         page = bytes(page) if isinstance(page, msgspec.Raw) else page
         # A page cut off before it began: the whole body goes to the reader, which records it as broken.
         return InlinePage(source, page if page.strip() else body, run_id)

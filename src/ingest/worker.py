@@ -278,7 +278,7 @@ class Worker:
         """The CPU (and fetch) half: message -> page -> rows and statement parameters. No database."""
         source = message.source_attribute or messages.UNKNOWN_SOURCE
         try:
-            request = messages.parse(message.body, message.source_attribute)
+            request = messages.parse(message.body, message.source_attribute, split_up_to=STREAM_ABOVE_BYTES)
             source = request.source
             page, context = self._page(request, message)
             if isinstance(page, bytes) and len(page) > STREAM_ABOVE_BYTES:
