@@ -7,6 +7,8 @@ import io
 import ipaddress
 import socket
 import ssl
+import struct
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -150,6 +152,38 @@ def _as_is(value: Utf8Text) -> Utf8Text:
     return value
 
 
+_BIND_HEADER = struct.Struct("!ci")  # the Bind message's code and its length (which counts itself)
+_UINT16 = struct.Struct("!H")
+_INT32 = struct.Struct("!i")
+_FLUSH = b"H\x00\x00\x00\x04"
+
+
+def _send_bind(connection: pg8000.native.Connection, statement_name: bytes, params: Any) -> None:
+    """pg8000 1.31's ``send_BIND`` (Bind with text parameters, then Flush), the same bytes on the wire, written
+    part by part to its buffered socket. pg8000 builds the whole message in a bytearray, then copies it twice
+    more before writing: about 5 MB of copies for a page's 1 MB statement, 5 µs per release of the writing
+    thread's CPU. Its buffered writer sends a large part straight from our bytes."""
+    parts = [b"\x00" + statement_name + _UINT16.pack(0) + _UINT16.pack(len(params))]
+    for value in params:
+        if value is None:
+            parts.append(_INT32.pack(-1))
+        else:
+            encoded = value.encode(connection._client_encoding)
+            parts.append(_INT32.pack(len(encoded)))
+            parts.append(encoded)
+    parts.append(_UINT16.pack(0))
+    try:
+        sock = connection._sock
+        sock.write(_BIND_HEADER.pack(b"B", 4 + sum(map(len, parts))))
+        for part in parts:
+            sock.write(part)
+        sock.write(_FLUSH)
+    except (AttributeError, ValueError) as exc:  # no socket, or a closed one: as pg8000 says it
+        raise pg8000.native.InterfaceError("connection is closed") from exc
+    except OSError as exc:
+        raise pg8000.native.InterfaceError("network error") from exc
+
+
 class Database:
     """A pg8000 connection with prepared statements cached, errors translated and round trips counted.
 
@@ -161,6 +195,7 @@ class Database:
         self.connection = connection
         self.settings = settings
         connection.register_out_adapter(Utf8Text, _as_is)  # sent by its encode(), not str()
+        connection.send_BIND = types.MethodType(_send_bind, connection)  # type: ignore[method-assign]
         self.round_trips = 0
         self._prepared: dict[str, Any] = {}
         self.broken = False
