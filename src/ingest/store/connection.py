@@ -160,9 +160,10 @@ _FLUSH = b"H\x00\x00\x00\x04"
 
 def _send_bind(connection: pg8000.native.Connection, statement_name: bytes, params: Any) -> None:
     """pg8000 1.31's ``send_BIND`` (Bind with text parameters, then Flush), the same bytes on the wire, written
-    part by part to its buffered socket. pg8000 builds the whole message in a bytearray, then copies it twice
-    more before writing: about 5 MB of copies for a page's 1 MB statement, 5 µs per release of the writing
-    thread's CPU. Its buffered writer sends a large part straight from our bytes."""
+    part by part to its buffered socket, which sends a large part straight from our bytes. pg8000 builds the
+    whole message in a growing bytearray, then copies it twice more before writing: for a page's 1 MB statement
+    2.5 ms of the writing thread's CPU against 0.3 ms this way (about 11 µs per release; fresh megabytes are
+    page-faulted in at each copy)."""
     parts = [b"\x00" + statement_name + _UINT16.pack(0) + _UINT16.pack(len(params))]
     for value in params:
         if value is None:
