@@ -300,9 +300,9 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
             limit_and_workers(None, args.worker_strategies, direct)
         parses.append(body_parse_cpu(bodies, repeat=1))
         info["pairs"] = paired(parses, direct[LIMIT], direct[default])
-        # Through the proxy, the default strategy: each try runs every delay one after the other, so what latency
-        # costs is a ratio within a try too.
-        # The per-row seed at 1 ms right after the worker at 1 ms (the same ~4 KB releases, fewer of them).
+        # Through the proxy, the default strategy: each try runs every delay one after the other, and the per-row
+        # seed (on fewer of the same releases) right after the worker at 1 ms, so what latency costs and how the
+        # worker compares with one upsert per release are ratios within a try too.
         proxied: dict[float, dict[str, list[Run]]] = {delay: {} for delay in PROXIED_DELAYS}
         per_row_pages = paginate(releases[:args.per_row_1ms], args.worker_per_message)
         for _ in range(max(1, args.worker_pairs)):
