@@ -130,10 +130,7 @@ def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[d
             "json_loads_us": round(parse / worker.releases * 1e6, 1),
             "worker_process_us": round(worker.process_cpu / worker.releases * 1e6, 1),
         }
-        # The try's ratios, named as figures.TARGETS names them
-        for name, ours, theirs in PAIRED_RATIOS:
-            pair[name] = round(pair[ours] / pair[theirs], 3) if pair[theirs] else float("nan")
-        pairs.append(pair)
+        pairs.append(_with_ratios(pair, PAIRED_RATIOS))
     return pairs
 
 
@@ -145,11 +142,16 @@ def latency_paired(loopback: list[Run], slow: list[Run], per_row: list[Run]) -> 
         pair = {"loopback_rate": round(fast.rate, 1), "slow_rate": round(late.rate, 1)}
         if per_row:
             pair["per_row_rate"] = round(per_row[number].rate, 1)
-        for name, ours, theirs in LATENCY_RATIOS:
-            if theirs in pair:
-                pair[name] = round(pair[ours] / pair[theirs], 3) if pair[theirs] else float("nan")
-        pairs.append(pair)
+        pairs.append(_with_ratios(pair, LATENCY_RATIOS))
     return pairs
+
+
+def _with_ratios(pair: dict[str, float], ratios: tuple[tuple[str, str, str], ...]) -> dict[str, float]:
+    """The try's figures with its ratios added, named as figures.TARGETS names them (those whose both sides ran)."""
+    for name, ours, theirs in ratios:
+        if theirs in pair:
+            pair[name] = round(pair[ours] / pair[theirs], 3) if pair[theirs] else float("nan")
+    return pair
 
 
 LATENCY_RATIOS = (("latency", "slow_rate", "loopback_rate"), ("vs_per_row", "slow_rate", "per_row_rate"))
