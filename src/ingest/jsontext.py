@@ -174,32 +174,32 @@ def _tokenised_keys(text: str) -> int:
 
 # \u0000 (a NUL, which jsonb cannot hold) or \u003X (maybe a colon, which key counting must see): one scan
 # rules both out for the usual text.
-_NUL_OR_COLON_ESCAPE = re.compile(r"\\u00[03]")
+_NUL_OR_COLON_ESCAPE = re.compile(rb"\\u00[03]")
 
 
-def has_nul_or_colon_escape(text: str) -> bool:
-    """Whether the text may escape a NUL or a colon (then ``has_nul_escape`` and ``has_repeated_key`` look
-    closer); False rules out both in one scan."""
-    return "\\" in text and _NUL_OR_COLON_ESCAPE.search(text) is not None  # no backslash: no escape at all
+def has_nul_or_colon_escape(encoded: bytes) -> bool:
+    """Whether the text (in UTF-8) may escape a NUL or a colon (then ``has_nul_escape`` and ``has_repeated_key``
+    look closer); False rules out both in one scan."""
+    return b"\\" in encoded and _NUL_OR_COLON_ESCAPE.search(encoded) is not None  # no backslash: no escape
 
 
-def has_repeated_key(text: str, value: Any, colon_escape: bool = True, encoded: bytes | None = None) -> bool:
-    """Whether the JSON text repeats a key within an object (``value``, its parse, keeps one of each).
+def has_repeated_key(encoded: bytes, value: Any, colon_escape: bool = True) -> bool:
+    """Whether the JSON text (in UTF-8) repeats a key within an object (``value``, its parse, keeps one of each).
 
     A colon outside a string separates a key from its value, and a string's colons are the same in the text
     and in ``value``'s compact encoding, unless the text escapes a colon (``\\u003a``: then counted exactly by
     ``repeated_keys``) or a repeated key dropped a value (whose colons only raise the text's count). So the
     text holds more colons than the encoding exactly when it repeats a key: two counts at C speed, and no
-    tokenizer, whatever the whitespace, escapes or strings are. ``colon_escape=False`` says the caller has
-    ruled out escaped colons (``has_nul_or_colon_escape``). ``encoded``, the text in UTF-8 if the caller has it,
-    settles the usual compact text with one comparison.
+    tokenizer, whatever the whitespace, escapes or strings are (a colon's byte is never part of another
+    character's UTF-8). ``colon_escape=False`` says the caller has ruled out escaped colons
+    (``has_nul_or_colon_escape``). The usual compact text is settled with one comparison.
     """
-    if colon_escape and "\\u003" in text:
-        return repeated_keys(text, value) > 0
+    if colon_escape and b"\\u003" in encoded:
+        return repeated_keys(str(encoded, "utf-8"), value) > 0
     compact = _ENCODER.encode(value)
     if compact == encoded:  # the text is its value's own encoding, which writes each key of value once
         return False
-    return text.count(":") > compact.count(b":")
+    return encoded.count(b":") > compact.count(b":")
 
 
 def repeated_keys(text: str, value: Any) -> int:

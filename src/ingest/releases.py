@@ -34,7 +34,7 @@ _DATE = re.compile(
 
 @dataclass(slots=True)
 class ReleaseRow:
-    """One row of the ``releases`` table; ``data_text`` is the release's text as published (NULs removed)."""
+    """One row of the ``releases`` table; ``data`` is the release's text as published (NULs removed), in UTF-8."""
 
     ocid: str
     release_id: str
@@ -55,21 +55,24 @@ class ReleaseRow:
     source: str
     flags: list[str]
     content_hash: bytes
-    data_text: str
+    data: bytes  # the text in UTF-8, as the hash covers it and the writer sends it
     position: str = ""  # where in the document it came from (not stored; used if PostgreSQL refuses it)
     published: str | None = None  # the published text when it differs from data_text (for the quarantine)
-    # data_text in UTF-8 when reading had it (it hashed it): the writer sends these bytes, not the text encoded again.
-    # Not an argument: a row made from another by dataclasses.replace() (a new data_text) does not inherit them.
-    data_utf8: bytes | None = field(default=None, init=False, compare=False, repr=False)
     _value: Any = field(default=None, init=False, compare=False, repr=False)
 
     @property
+    def data_text(self) -> str:
+        """The text as stored. Made when asked (by the ``json`` and ``copy`` writers, a refusal, a compile),
+        not by reading: the usual row goes to the database as its bytes, never as a Python text."""
+        return str(self.data, "utf-8")
+
+    @property
     def value(self) -> Any:
-        """The release parsed exactly (not stored), for compiling the page's ocids: parsed from ``data_text``
+        """The release parsed exactly (not stored), for compiling the page's ocids: parsed from ``data``
         when first asked, the same value reading it gave. A page that is not compiled never holds it: keeping
         every release parsed costs more memory traffic than parsing the few that are merged again."""
         if self._value is None:
-            self._value = jsontext.loads(self.data_text)
+            self._value = jsontext.loads(self.data)
         return self._value
 
     @property
@@ -128,6 +131,13 @@ class _Reject(Exception):
         self.detail = detail
 
 
+def is_usual_utc(text: str) -> bool:
+    """Whether a date has the usual form, 2020-01-01T00:00:00Z (ASCII): Python and PostgreSQL read the same
+    instant from it, so the writer sends it as it is rather than writing out ``parse_date``'s result again."""
+    return len(text) == 20 and text[19] == "Z" and text[10] == "T" and text[4] == text[7] == "-" and \
+        text[13] == text[16] == ":" and text.isascii()
+
+
 def parse_date(text: str) -> tuple[datetime, list[str]]:
     """Parse an OCDS date-time; return it in UTC with flags for what had to be assumed.
 
@@ -135,9 +145,8 @@ def parse_date(text: str) -> tuple[datetime, list[str]]:
     ``no_timezone``). Fractions beyond microseconds (7 digits occur in real data) are rounded half up to the
     microsecond here, so Python and PostgreSQL compare exactly the same instant.
     """
-    if len(text) == 20 and text[19] == "Z" and text[10] == "T" and text[4] == text[7] == "-" and \
-            text[13] == text[16] == ":":
-        # The usual form, 2020-01-01T00:00:00Z, read in C; what it refuses is read below, which says why.
+    if is_usual_utc(text):
+        # Read in C; what it refuses is read below, which says why.
         try:
             return datetime.fromisoformat(text), []
         except ValueError:
@@ -202,25 +211,28 @@ def _amount(value: Any) -> str | None:
 
 @dataclass(slots=True)
 class ReadRelease:
-    """A release's text as it will be stored, the release parsed exactly, and what reading it found."""
+    """A release as it will be stored (its text in UTF-8, what the hash covers), the release parsed exactly,
+    and what reading it found."""
 
-    text: str
+    encoded: bytes
     value: Any
     flags: list[str]
-    published: str  # the text as published (before NUL removal), for the quarantine
-    encoded: bytes  # ``text`` in UTF-8, what the hash covers
+    published: str | None = None  # the text as published when it differs (NULs were removed), for the quarantine
+
+    @property
+    def text(self) -> str:
+        return str(self.encoded, "utf-8")
 
 
 class _IdText(msgspec.Struct):
     id: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-def _parse(text: str, encoded: bytes | None = None) -> tuple[Any, int | None]:
+def _parse(text: str) -> tuple[Any, int | None]:
     """The value, every number exact, and how many keys repeat: msgspec first (the count is then None, for
-    ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject).
-    ``encoded``, the text's UTF-8 if the caller has it, spares msgspec making it from a text that is not ASCII."""
+    ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject)."""
     try:
-        return jsontext.decode(text if encoded is None else encoded), None
+        return jsontext.decode(text), None
     except jsontext.PARSE_ERRORS as exc:
         if isinstance(exc, jsontext.NumberOutOfRange) or isinstance(exc.__cause__, jsontext.NumberOutOfRange):
             raise _Reject("number_out_of_range", str(exc if exc.__cause__ is None else exc.__cause__)) from None
@@ -249,25 +261,29 @@ def read_release(raw: Any) -> ReadRelease:
     document's encoding are read as windows-1252 (flag ``legacy_encoding``).
     """
     flags: list[str] = []
-    # The value alone: a bare release read in memory carries the document's surrounding whitespace, a streamed
-    # one does not, and the same release must give the same text and hash either way.
-    text, encoded = _valid_utf8(raw)
-    if encoded is None:
+    usual = _usual(raw)
+    if usual is not None:
+        text: str | None = None  # the usual release is never made a text here: the row sends its bytes
+        encoded, value = usual
+        repeated: int | None = None
+    else:
+        # The value alone: a bare release read in memory carries the document's surrounding whitespace, a
+        # streamed one does not, and the same release must give the same text and hash either way.
         text, legacy = jsontext.repaired(jsontext.text_of(raw))
         text = text.strip(" \t\r\n")
         if legacy:
             flags.append("legacy_encoding")
-    value, repeated = _parse(text, encoded)
-    published = text
-    escapes = jsontext.has_nul_or_colon_escape(text)  # the usual text has neither: one scan says so
+        value, repeated = _parse(text)
+        encoded = text.encode("utf-8")  # after _parse, which refuses lone surrogates
+    escapes = jsontext.has_nul_or_colon_escape(encoded)  # the usual text has neither: one scan says so
+    if escapes and text is None:
+        text = str(encoded, "utf-8")
     if not escapes or not jsontext.has_nul_escape(text):
-        if encoded is None:
-            encoded = text.encode("utf-8")
         if repeated is None:
-            repeated = int(jsontext.has_repeated_key(text, value, colon_escape=escapes, encoded=encoded))
+            repeated = int(jsontext.has_repeated_key(encoded, value, colon_escape=escapes))
         if repeated:
             flags.append("duplicate_key")  # jsonb keeps the last value of a repeated key; the row says so
-        return ReadRelease(text, value, flags, published, encoded)
+        return ReadRelease(encoded, value, flags)
     if isinstance(value, dict) and any("\x00" in item for item in (value.get("ocid"), value.get("id"))
                                        if isinstance(item, str)):
         raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
@@ -276,6 +292,7 @@ def read_release(raw: Any) -> ReadRelease:
         repeated = jsontext.repeated_keys(text, value)
     if repeated:
         flags.append("duplicate_key")
+    published = text
     text = jsontext.without_nul_escapes(text)
     value, repeated_after = _parse(text)
     if repeated_after is None:
@@ -284,27 +301,28 @@ def read_release(raw: Any) -> ReadRelease:
         raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
                       "two distinct keys of one object the same")
     flags.append("nul_removed")
-    return ReadRelease(text, value, flags, published, text.encode("utf-8"))
+    return ReadRelease(text.encode("utf-8"), value, flags, published)
 
 
-def _valid_utf8(raw: Any) -> tuple[str, bytes | None]:
-    """The usual release, bytes that are valid UTF-8: its text and those bytes (whitespace around it removed),
-    decoded once and never encoded again. Else (text, or bytes to repair) ``("", None)``."""
+def _usual(raw: Any) -> tuple[bytes, Any] | None:
+    """The usual release, bytes that msgspec reads: those bytes (whitespace around them removed) and their
+    value, read in one pass that also checks the bytes are UTF-8 (msgspec refuses a string that is not, and any
+    byte outside a string is ASCII JSON). None for text, or bytes that need a closer look (``_parse``)."""
     if isinstance(raw, str):
-        return "", None
+        return None
     data = bytes(raw).strip(b" \t\r\n")  # ASCII whitespace: never part of a UTF-8 sequence
     try:
-        return str(data, "utf-8"), data
-    except UnicodeDecodeError:
-        return "", None
+        return data, jsontext.decode(data)
+    except jsontext.PARSE_ERRORS:
+        return None
 
 
-def _release_id(release: dict[str, Any], text: str, flags: list[str]) -> str:
+def _release_id(release: dict[str, Any], encoded: bytes, flags: list[str]) -> str:
     release_id = release.get("id")
     if isinstance(release_id, (int, Decimal)) and not isinstance(release_id, bool):
         flags.append("id_number")
         try:
-            raw_id = msgspec.json.decode(text, type=_IdText).id
+            raw_id = msgspec.json.decode(encoded, type=_IdText).id
         except jsontext.PARSE_ERRORS:
             raw_id = None
         # The id exactly as published: 9007199254740993.0 and 9007199254740992.0 are different releases.
@@ -320,15 +338,16 @@ def _hash(encoded: bytes, package: Package, source: str) -> bytes:
     # date but different package fields still have a strict order and the final table cannot depend on the
     # order pages arrive in. The release part is its text as stored: exact, with no re-serialisation.
     digest = hashlib.sha256(encoded)
-    digest.update(_hash_suffix(package, source))
+    # Cached by the texts themselves: a key of texts is hashed in C, a Package by its dataclass __hash__ in Python.
+    digest.update(_hash_suffix(package.uri, package.publisher_name, package.version, source))
     return digest.digest()
 
 
 @functools.lru_cache(maxsize=64)
-def _hash_suffix(package: Package, source: str) -> bytes:
+def _hash_suffix(uri: str | None, publisher_name: str | None, version: str | None, source: str) -> bytes:
     """The package fields and source as the hash takes them (the same for every release of a page)."""
     parts = []
-    for part in (package.uri, package.publisher_name, package.version, source):
+    for part in (uri, publisher_name, version, source):
         if part is None:
             parts.append(b"\x00")  # absent differs from empty
         else:
@@ -353,7 +372,7 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
         if not isinstance(ocid, str) or not ocid.strip():
             raise _Reject("missing_ocid", "the release has no ocid (a non-empty string is required)"
                           if ocid is None else f"ocid must be a non-empty string, not {jsontext.dumps(ocid)[:80]}")
-        release_id = _release_id(release, read.text, flags)
+        release_id = _release_id(release, read.encoded, flags)
         date_text = release.get("date")
         if not isinstance(date_text, str):
             raise _Reject("missing_date", "the release has no date" if date_text is None
@@ -376,7 +395,7 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             flags.append("package_escaped")
         buyer, tender = _object(release.get("buyer")), _object(release.get("tender"))
         value = _object(tender.get("value"))
-        row = ReleaseRow(
+        return ReleaseRow(
             ocid=ocid,
             release_id=release_id,
             release_date=release_date,
@@ -396,12 +415,10 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             source=source,
             flags=flags,
             content_hash=_hash(read.encoded, package, source),
-            data_text=read.text,
+            data=read.encoded,
             position=found.position,
-            published=None if read.published is read.text else read.published,
+            published=read.published,
         )
-        row.data_utf8 = read.encoded
-        return row
     except _Reject as reject:
         # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.
         value = jsontext.value_of(found.raw, constants=True)

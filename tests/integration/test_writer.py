@@ -50,6 +50,28 @@ def test_a_newer_release_replaces_an_older_one_and_never_the_reverse(db: Databas
     assert stored(db)[("ocds-1", "r1")]["title"] == "newer"
 
 
+DATE_FORMS = ["2020-01-01T10:00:00Z", "2020-01-01T10:00:00z", "2020-01-01 10:00:00Z", "2020-01-01T12:30:00+02:30",
+              "2020-01-01T10:00:00.1234567Z", "2020-01-01T10:00", "2020-01-01",
+              "\u0662\u0660\u0662\u0660-01-01T10:00:00Z"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_database_holds_the_instant_reading_found_whatever_form_the_date_was_sent_in(
+        db: Database, strategy: str) -> None:
+    # GIVEN releases whose dates take every form reading accepts: the usual one, sent as published, and others,
+    # sent as the instant written out (Arabic-Indic digits among them, which PostgreSQL does not read)
+    page = prepare_page(package(*[release(f"ocds-date-{n}", "1", date) for n, date in enumerate(DATE_FORMS)]), "s",
+                        strategy=strategy)
+    assert len(page.rows) == len(DATE_FORMS)
+    # WHEN they are written
+    result = write_page(db, page.rows, [], [], "s", "page-dates", strategy)
+    # THEN each stored date is the instant reading found, and the published text is kept beside it
+    assert result.inserted == len(DATE_FORMS)
+    stored_dates = {ocid: (moment, text) for ocid, moment, text in
+                    db.run("SELECT ocid, release_date, date_text FROM releases", "read")}
+    assert stored_dates == {row.ocid: (row.release_date, row.date_text) for row in page.rows}
+
+
 def test_same_date_different_content_is_decided_by_the_hash_in_both_orders(db: Database) -> None:
     a = release("ocds-2", "r", "2020-01-01T00:00:00Z", title="a")
     b = release("ocds-2", "r", "2020-01-01T00:00:00Z", title="b")
@@ -201,8 +223,8 @@ def test_a_text_holding_the_data_separator_is_quarantined_and_no_other_row_gets_
     page = prepare_page(package(*[release(f"ocds-sep-{n}", "1", "2020-01-01T00:00:00Z", n=n) for n in range(6)]),
                         "s", strategy=strategy)
     bad = page.rows[2]
-    rows = [*page.rows[:2], dataclasses.replace(bad, data_text=bad.data_text[:-1] + ',"x":"a' + DATA_SEPARATOR
-                                                 + 'b"}'), *page.rows[3:]]
+    rows = [*page.rows[:2], dataclasses.replace(bad, data=(bad.data_text[:-1] + ',"x":"a' + DATA_SEPARATOR
+                                                                + 'b"}').encode()), *page.rows[3:]]
     # WHEN they are written
     result = write_page(db, rows, [], [], "s", "page-sep", strategy)
     # THEN that release is quarantined with PostgreSQL's reason and every other row holds its own text

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.documents import NO_PACKAGE, Compiled, Found, Package, read_stream
+from ingest.jsontext import repaired, text_of
 from ingest.releases import (
     CompiledRow,
     Rejection,
@@ -137,7 +138,7 @@ def test_valid_release_becomes_a_row_with_exact_extracted_columns() -> None:
         source=SOURCE,
         flags=[],
         content_hash=expected_hash(RELEASE_TEXT, PACKAGE, SOURCE),
-        data_text=RELEASE_TEXT,
+        data=RELEASE_TEXT.encode(),
         position="/releases/0",
         published=None,
     )
@@ -357,6 +358,28 @@ def test_bytes_invalid_in_utf_8_are_read_as_windows_1252_with_flag_legacy_encodi
     assert isinstance(row, ReleaseRow), row
     assert row.flags == ["legacy_encoding"]
     assert row.data_text == text(with_(title="Café "))[:-1] + ', "note": "“café”"}'
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=12), st.sampled_from([b"", b"caf\xc3\xa9 ", b"\xf0\x9f\x98\xbc"]))
+def test_bytes_are_stored_as_published_exactly_when_they_are_utf_8(noise: bytes, valid: bytes) -> None:
+    # GIVEN a release whose note holds any bytes (no quote, backslash or control byte: those would end or break the
+    # string), in the middle of valid UTF-8
+    noise = bytes(byte for byte in noise if byte >= 0x20 and byte not in b'"\\')
+    data = b'{"ocid": "ocds-1", "id": "1", "date": "2020-01-01T00:00:00Z", "note": "' + valid + noise + b'"}'
+    # WHEN it becomes a row
+    row = to_row(Found(data, PACKAGE, "/releases/0"), SOURCE)
+    assert isinstance(row, ReleaseRow), row
+    try:
+        published = data.decode("utf-8")
+    except UnicodeDecodeError:
+        published = None
+    # THEN UTF-8 is stored as it is, and only bytes that are not are read as windows-1252, with a flag
+    if published is not None:
+        assert (row.data, row.flags) == (data, [])
+    else:
+        assert (row.data_text, row.flags) == (repaired(text_of(data))[0], ["legacy_encoding"])
+    assert row.content_hash == expected_hash(row.data_text, PACKAGE, SOURCE)
 
 
 # --- to_row: rejections ---------------------------------------------------------------------------------

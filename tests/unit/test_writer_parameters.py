@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from ingest.pages import prepare_page
 from ingest.store.connection import Utf8Text
-from ingest.store.writer import _RELEASE_COLUMNS, DATA_SEPARATOR, NULL_FIELD, UPSERT_SQL, _row_values, unnest_parameters
+from ingest.store.writer import (
+    _RELEASE_COLUMNS,
+    DATA_SEPARATOR,
+    NULL_FIELD,
+    UPSERT_SQL,
+    _list_literal,
+    _row_values,
+    array_literal,
+    unnest_parameters,
+)
 
 TEXTS = ['say "hello"', "C:\\path \\\\ \\u0041", "tab\there\nnewline", "ctl\x01\x1e\x1f escaped by JSON",
          "astral 😼 line\u2028separator", "x" * 5_000]
@@ -88,19 +97,38 @@ def test_no_rows_and_one_row_give_the_same_number_of_pieces_as_rows(count: int) 
     assert "string_to_array(CAST(:o AS text), chr(30), chr(31))" in UPSERT_SQL["unnest"]
 
 
-def test_rows_built_without_their_bytes_send_their_texts_encoded() -> None:
-    # GIVEN rows as reading builds them (bytes kept) and the same rows built by hand, without bytes
+def test_the_data_column_sends_each_rows_bytes_as_read_and_a_changed_row_its_new_bytes() -> None:
+    # GIVEN rows as reading builds them, texts that are not ASCII among them
     rows = prepare_page({"releases": [{"ocid": "ocds-é", "id": "1", "date": "2020-01-01T00:00:00Z", "x": "ü😼"},
                                       {"ocid": "ocds-2", "id": "1", "date": "2020-01-01T00:00:00Z"}]}, "s").rows
-    assert all(row.data_utf8 == row.data_text.encode("utf-8") for row in rows)
-    by_hand = [replace(row) for row in rows]
-    assert all(row.data_utf8 is None for row in by_hand)
-    # THEN both send the same bytes
-    assert text(unnest_parameters(by_hand)["j"]) == text(unnest_parameters(rows)["j"]) == \
-        DATA_SEPARATOR.join(row.data_text for row in rows)
-    # AND a row made from another with a new text sends that text, not the bytes its original was read as
-    changed = replace(rows[0], data_text=rows[0].data_text.replace("ü", "u"))
-    assert text(unnest_parameters([changed])["j"]) == changed.data_text
+    # THEN the data column is their UTF-8 as read, joined
+    accented = next(row for row in rows if row.ocid == "ocds-é")
+    assert accented.data == '{"ocid":"ocds-é","id":"1","date":"2020-01-01T00:00:00Z","x":"ü😼"}'.encode()
+    assert text(unnest_parameters(rows)["j"]) == DATA_SEPARATOR.join(row.data_text for row in rows)
+    # AND a row made from another with new bytes sends those
+    changed = replace(accented, data=accented.data.replace("ü".encode(), b"u"))
+    assert text(unnest_parameters([changed])["j"]) == changed.data_text == accented.data_text.replace("ü", "u")
+
+
+@pytest.mark.parametrize(("date", "sent"), [
+    ("2020-01-01T10:00:00Z", "2020-01-01T10:00:00Z"),
+    ("2020-01-01T10:00:00z", "2020-01-01T10:00:00+00:00"),
+    ("2020-01-01T12:00:00+02:00", "2020-01-01T10:00:00+00:00"),
+    ("2020-01-01T10:00:00.5Z", "2020-01-01T10:00:00.500000+00:00"),
+    ("2020-01-01", "2020-01-01T00:00:00+00:00"),
+    ("\u0662\u0660\u0662\u0660-01-01T10:00:00Z", "2020-01-01T10:00:00+00:00"),  # digits PostgreSQL does not read
+])
+def test_a_usual_date_is_sent_as_published_and_any_other_as_its_instant_written_out(date: str, sent: str) -> None:
+    rows = prepare_page({"releases": [{"ocid": "ocds-1", "id": "1", "date": date}]}, "s").rows
+    assert unnest_parameters(rows)["d"] == sent
+    assert _row_values(rows[0])[2] == sent
+
+
+@given(st.lists(st.one_of(st.sampled_from(["tender", 'a "quoted" word', "back\\slash", "", "NULL", "{}", ","]),
+                          st.text())))
+def test_a_list_literal_is_the_array_literal_of_its_texts(values: list[str]) -> None:
+    assert _list_literal(values) == array_literal(values)
+    assert _list_literal(None) is None
 
 
 @pytest.mark.parametrize("encoding", ["utf8", "UTF-8", "utf_8", "latin-1", "euc_jp"])
