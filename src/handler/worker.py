@@ -35,7 +35,8 @@ def message_of(record: SQSRecord) -> Message:
                    int(record.attributes.approximate_receive_count or 1), record.md5_of_body)
 
 
-@tracer.capture_method
+# No X-Ray subsegment per message (Tracer's capture_method): each cost ~0.1 ms of CPU even with tracing off, and
+# the invocation's segment, the PageLatency metric and each message's log line already time it.
 def record_handler(record: SQSRecord, lambda_context: Any) -> None:
     logger.set_correlation_id(record.message_id)
     try:

@@ -109,3 +109,27 @@ def test_the_look_ahead_thread_runs_at_a_lower_priority_than_the_writing_thread(
     # THEN both were prepared on the thread, nicer than this one (capped at 19), which kept its own priority
     assert priorities == {f"m{n}": min(19, writing + LOOKAHEAD_NICENESS) for n in range(2)}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == writing
+
+
+def test_a_worker_prepares_all_its_batches_on_one_thread_and_stops_it_when_closed() -> None:
+    # GIVEN a worker (no database is touched: only the look-ahead runs) whose preparations note their thread
+    worker = Worker(Connections(lambda: None), {})  # type: ignore[arg-type, return-value]
+    threads: set[int] = set()
+
+    def prepare(message: Message) -> Prepared:
+        threads.add(threading.get_ident())
+        return Prepared(message, "s")
+
+    worker.prepare = prepare  # type: ignore[method-assign]
+    # WHEN three batches (three invocations of a warm container) run
+    for _ in range(3):
+        with worker.batch(batch(2)):
+            assert worker._ahead is not None
+            worker._ahead.take(Message("m0", "body 0"))
+            worker._ahead.take(Message("m1", "body 1"))
+    # THEN one thread, not this one, prepared every message, and closing the worker ends it
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    prepare_thread = next(thread for thread in threading.enumerate() if thread.ident in threads)
+    worker.close()
+    prepare_thread.join(5)
+    assert not prepare_thread.is_alive()
