@@ -143,7 +143,7 @@ def _split_package(body: str, up_to: int) -> PageRequest | None:
     if envelope.version is msgspec.UNSET or envelope.page is msgspec.UNSET:
         return None
     document = documents.from_split(envelope.page)
-    if document is None or sum(map(len, envelope.page.releases or ())) > up_to:
+    if document is None or sum(map(len, envelope.page.releases)) > up_to:
         return None
     return _envelope({**_members(envelope), "page": document}, body)
 

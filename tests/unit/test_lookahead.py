@@ -6,6 +6,8 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +20,7 @@ from ingest.worker import (
     Message,
     Prepared,
     Worker,
+    prepare_thread,
 )
 
 
@@ -25,14 +28,22 @@ def batch(count: int) -> list[Message]:
     return [Message(f"m{n}", f"body {n}") for n in range(count)]
 
 
-def test_the_next_message_is_prepared_while_the_current_one_is_written() -> None:
+@pytest.fixture
+def thread() -> Iterator[ThreadPoolExecutor]:
+    """The background thread a look-ahead prepares on, as a worker keeps it."""
+    executor = prepare_thread()
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def test_the_next_message_is_prepared_while_the_current_one_is_written(thread: ThreadPoolExecutor) -> None:
     started: dict[str, threading.Event] = {f"m{n}": threading.Event() for n in range(3)}
 
     def prepare(message: Message) -> Prepared:
         started[message.message_id].set()
         return Prepared(message, "s")
 
-    ahead = LookAhead(prepare, batch(3))
+    ahead = LookAhead(prepare, batch(3), thread)
     try:
         assert ahead.take(Message("m0", "body 0")).message.message_id == "m0"
         # WHEN m0 is being "written" (we are still here) THEN m1 is already being prepared on the thread
@@ -44,13 +55,13 @@ def test_the_next_message_is_prepared_while_the_current_one_is_written() -> None
         ahead.close()
 
 
-def test_a_failed_preparation_is_raised_for_its_own_message_only() -> None:
+def test_a_failed_preparation_is_raised_for_its_own_message_only(thread: ThreadPoolExecutor) -> None:
     def prepare(message: Message) -> Prepared:
         if message.message_id == "m1":
             raise TransientError("the publisher timed out")
         return Prepared(message, "s")
 
-    ahead = LookAhead(prepare, batch(3))
+    ahead = LookAhead(prepare, batch(3), thread)
     try:
         assert ahead.take(Message("m0", "body 0")).message.message_id == "m0"
         with pytest.raises(TransientError, match="timed out"):
@@ -60,14 +71,14 @@ def test_a_failed_preparation_is_raised_for_its_own_message_only() -> None:
         ahead.close()
 
 
-def test_a_message_outside_the_batch_is_prepared_on_the_spot() -> None:
+def test_a_message_outside_the_batch_is_prepared_on_the_spot(thread: ThreadPoolExecutor) -> None:
     threads: list[str] = []
 
     def prepare(message: Message) -> Prepared:
         threads.append(threading.current_thread().name)
         return Prepared(message, "s")
 
-    ahead = LookAhead(prepare, [])
+    ahead = LookAhead(prepare, [], thread)
     try:
         assert ahead.take(Message("x", "body")).message.message_id == "x"
         assert threads == [threading.current_thread().name]
@@ -92,7 +103,7 @@ def test_a_batch_hands_the_gil_over_faster_while_it_runs_and_restores_the_interv
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are set on Linux only")
-def test_the_look_ahead_thread_runs_at_a_lower_priority_than_the_writing_thread() -> None:
+def test_the_look_ahead_thread_runs_at_a_lower_priority_than_the_writing_thread(thread: ThreadPoolExecutor) -> None:
     priorities: dict[str, int] = {}
 
     def prepare(message: Message) -> Prepared:
@@ -100,7 +111,7 @@ def test_the_look_ahead_thread_runs_at_a_lower_priority_than_the_writing_thread(
         return Prepared(message, "s")
 
     writing = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    ahead = LookAhead(prepare, batch(2))
+    ahead = LookAhead(prepare, batch(2), thread)
     try:
         ahead.take(Message("m0", "body 0"))
         ahead.take(Message("m1", "body 1"))
