@@ -7,7 +7,8 @@ import datetime
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> Pair:
     """A TLS connection over a socket pair (what pg8000 has after sslmode's handshake), with a throwaway cert."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
@@ -161,3 +162,30 @@ def test_a_peer_that_went_away_is_the_network_error_pg8000_raises(pair: Pair) ->
         _send_bind(connection, b"s", ["x" * 1_000_000])
     connection._sock.close()
     ours.close()
+
+
+def test_the_bind_is_whole_on_the_wire_only_with_what_pg8000_sends_next(pair: Pair) -> None:
+    """The server answers a Bind followed by Flush at once: so that a page costs one round trip, not two, the
+    Bind must not be complete before pg8000's Execute and Sync leave with it."""
+    params = ["x" * 300_000, None, "y"]
+    expected = _sent(pg8000.core.CoreConnection.send_BIND, b"s", params, pair)
+    bind_length = 1 + int.from_bytes(expected[1:5], "big")
+    ours, peer = pair()
+    received, reader = _received(peer)
+    connection = _connection(ours)
+    _send_bind(connection, b"s", params)
+    deadline = time.monotonic() + 10
+    while len(received) < 300_000 and time.monotonic() < deadline:  # the long parameter has arrived
+        time.sleep(0.01)
+    time.sleep(0.1)  # and anything else sent with it
+    early = bytes(received)
+    assert expected.startswith(early) and len(early) >= 300_000
+    assert len(early) < bind_length
+    connection._sock.write(b"E next")
+    connection._sock.flush()
+    ours.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    assert bytes(received) == expected + b"E next"
+    connection._sock.close()
+    ours.close()
+    peer.close()

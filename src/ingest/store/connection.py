@@ -171,9 +171,8 @@ def _send_bind(connection: pg8000.native.Connection, statement_name: bytes, para
             encoded = value.encode(connection._client_encoding)
             parts.append(_INT32.pack(len(encoded)))
             parts.append(encoded)
-    parts.append(_UINT16.pack(0))
-    parts[0] = _BIND_HEADER.pack(b"B", 4 + sum(map(len, parts)))
-    parts.append(_FLUSH)
+    parts[0] = _BIND_HEADER.pack(b"B", 4 + sum(map(len, parts)) + 2)
+    parts.append(_UINT16.pack(0) + _FLUSH)  # the Bind's last two bytes (no result formats), then Flush
     try:
         _send_parts(connection, parts)
     except (AttributeError, ValueError) as exc:  # no socket, or a closed one: as pg8000 says it
@@ -186,7 +185,9 @@ _SENDMSG_BUFFERS = 512  # below IOV_MAX (1024 on Linux)
 
 
 def _send_parts(connection: pg8000.native.Connection, parts: list[bytes]) -> None:
-    """Send the parts in order, after whatever pg8000 has buffered, in as few system calls as the socket takes.
+    """Send the parts in order, after whatever pg8000 has buffered, in as few system calls as the socket takes;
+    the last part (a few bytes) stays in pg8000's buffer and leaves with what it writes next (Execute, Sync), so
+    the server never holds a whole Bind before the rest of the request and answers once.
 
     Each send releases the GIL, and a thread that releases it while the look-ahead thread computes gets it back
     only at the next switch interval. Written part by part through pg8000's 8 KB buffer, a page's statement took
@@ -195,18 +196,20 @@ def _send_parts(connection: pg8000.native.Connection, parts: list[bytes]) -> Non
     stream = connection._sock
     sock = connection._usock
     stream.flush()
+    *head, tail = parts
     if isinstance(sock, ssl.SSLSocket):
-        sock.sendall(b"".join(parts))
-        return
-    views = [memoryview(part) for part in parts if part]
-    first = 0
-    while first < len(views):
-        sent = sock.sendmsg(views[first:first + _SENDMSG_BUFFERS])
-        while first < len(views) and sent >= len(views[first]):
-            sent -= len(views[first])
-            first += 1
-        if sent:
-            views[first] = views[first][sent:]
+        sock.sendall(b"".join(head))
+    else:
+        views = [memoryview(part) for part in head if part]
+        first = 0
+        while first < len(views):
+            sent = sock.sendmsg(views[first:first + _SENDMSG_BUFFERS])
+            while first < len(views) and sent >= len(views[first]):
+                sent -= len(views[first])
+                first += 1
+            if sent:
+                views[first] = views[first][sent:]
+    stream.write(tail)
 
 
 class Database:
