@@ -171,8 +171,9 @@ def _send_bind(connection: pg8000.native.Connection, statement_name: bytes, para
             encoded = value.encode(connection._client_encoding)
             parts.append(_INT32.pack(len(encoded)))
             parts.append(encoded)
-    parts[0] = _BIND_HEADER.pack(b"B", 4 + sum(map(len, parts)) + 2)
-    parts.append(_UINT16.pack(0) + _FLUSH)  # the Bind's last two bytes (no result formats), then Flush
+    parts.append(_UINT16.pack(0))  # no result formats: the Bind's last two bytes
+    parts[0] = _BIND_HEADER.pack(b"B", 4 + sum(map(len, parts)))
+    parts[-1] += _FLUSH  # one last part, which _send_parts holds back for pg8000's Execute and Sync
     try:
         _send_parts(connection, parts)
     except (AttributeError, ValueError) as exc:  # no socket, or a closed one: as pg8000 says it
