@@ -39,7 +39,12 @@ def create_tables(db: Database) -> None:
     names = tuple(column[0] for column in columns)
     if names != RAW_COLUMNS:
         raise SystemExit(f"the releases table has changed ({names}): update bench/baselines.py's RAW_COLUMNS")
-    definitions = ", ".join(f"{column} {'text[]' if udt == '_text' else kind}" for column, kind, udt in columns)
+    # The data column compressed as the releases table's is (lz4 where the server has it, migration 0008): the
+    # limit pays what our rows pay to be stored, no more and no less.
+    lz4 = {row[0] for row in db.run("SELECT attname FROM pg_attribute WHERE attrelid = 'releases'::regclass "
+                                    "AND attcompression = 'l'", "bench")}
+    definitions = ", ".join(f"{column} {'text[]' if udt == '_text' else kind}"
+                            f"{' COMPRESSION lz4' if column in lz4 else ''}" for column, kind, udt in columns)
     db.run(f"CREATE UNLOGGED TABLE raw_releases ({definitions})", "bench")
 
 
