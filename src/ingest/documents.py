@@ -204,11 +204,12 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
 def decode(data: bytes) -> tuple[str, str]:
     """Decode a whole document; return (text, encoding name).
 
-    Bytes the encoding cannot read (a Latin-1 byte in UTF-8, the odd last byte of UTF-16) never fail the
-    document: each becomes U+DC00 + byte, and whatever holds it decides what it was (``jsontext.repaired``).
+    Bytes the encoding cannot read never fail the document. In UTF-8 (a Latin-1 byte) each becomes U+DC00 +
+    byte, and whatever holds it decides what it was (``jsontext.repaired``); in UTF-16 and UTF-32 (a lone
+    surrogate, the odd last byte) U+DD00 + byte, which refuses what holds it (``jsontext.decoding_errors``).
     """
     encoding, bom = detect_encoding(data[:4])
-    return data[bom:].decode(encoding, "ocds-bytes"), encoding
+    return data[bom:].decode(encoding, jsontext.decoding_errors(encoding)), encoding
 
 
 class _Prefixed(io.RawIOBase):
@@ -237,7 +238,8 @@ def open_text(binary: io.BufferedIOBase) -> tuple[TextIO, str]:
     head = binary.read(_CHUNK_CHARS) or b""
     encoding, bom = detect_encoding(head[:4])
     stream = io.BufferedReader(_Prefixed(head[bom:], binary))
-    return io.TextIOWrapper(stream, encoding=encoding, errors="ocds-bytes", newline=""), encoding
+    return io.TextIOWrapper(stream, encoding=encoding, errors=jsontext.decoding_errors(encoding),
+                            newline=""), encoding
 
 
 # --- the fast path: msgspec splits a value into items -----------------------------------------------------

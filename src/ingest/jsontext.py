@@ -24,6 +24,9 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (msgspec.MsgspecError, ValueErro
 # PostgreSQL's numeric holds up to 131,072 digits before the decimal point and 16,383 after it.
 _NUMERIC_MAX_INTEGER_DIGITS = 131072
 _NUMERIC_MAX_FRACTION_DIGITS = 16383
+# PostgreSQL 15 refuses a written exponent of INT_MAX / 2 or more, even on zero (18 takes a little more on zero;
+# the stricter rule holds on every server).
+_NUMERIC_MAX_EXPONENT = (2**31 - 1) // 2
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 # Where counting '":' could take the opening quote of a string that starts with a colon for the end of a key
 # (once whitespace is gone, such a quote follows one of :,[{ ); such texts are tokenised instead.
@@ -41,15 +44,27 @@ class NumberOutOfRange(ValueError):
 
 
 def _exact_float(text: str) -> Decimal:
-    number = Decimal(text)
+    try:
+        number = Decimal(text)
+    except decimal.InvalidOperation:  # an exponent of 10**18 or more, which Decimal cannot hold
+        raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds") from None
     # Only a long text (an exponent of 5 digits, or thousands of digits) can leave numeric's range.
-    if len(text) >= 7:
-        exponent = number.as_tuple().exponent
-        assert isinstance(exponent, int)
-        if len(number.as_tuple().digits) + exponent > _NUMERIC_MAX_INTEGER_DIGITS or \
-                -exponent > _NUMERIC_MAX_FRACTION_DIGITS:
-            raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds")
+    if len(text) >= 7 and not _in_numeric_range(text, number):
+        raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds")
     return number
+
+
+def _in_numeric_range(text: str, number: Decimal) -> bool:
+    """Whether PostgreSQL's numeric takes the number as written: no more digits after the point than it holds,
+    none beyond its highest digit before it (a zero has none, so 0e200000 is 0), and an exponent it can read."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    if -exponent > _NUMERIC_MAX_FRACTION_DIGITS:
+        return False
+    if any(digits) and len(digits) + exponent > _NUMERIC_MAX_INTEGER_DIGITS:
+        return False
+    written = text.lower().partition("e")[2]
+    return not written or abs(int(written)) < _NUMERIC_MAX_EXPONENT
 
 
 DECODER = msgspec.json.Decoder(float_hook=_exact_float)
@@ -202,8 +217,16 @@ def has_repeated_key(encoded: bytes, value: Any, colon_escape: bool = True) -> b
     return encoded.count(b":") > compact.count(b":")
 
 
+def dropped_keys(text: str, value: Any) -> int:
+    """How many of the JSON text's keys its parse ``value`` does not hold (a repeated key keeps one value, and
+    the keys inside the values it drops go with them), exactly: every string of both texts tokenised."""
+    return _tokenised_keys(text) - _tokenised_keys(dumps(value))
+
+
 def repeated_keys(text: str, value: Any) -> int:
-    """How many keys the JSON text repeats within an object (they are gone from ``value``, its parse)."""
+    """Whether (> 0) the JSON text repeats a key within an object (gone from ``value``, its parse): a count of
+    colons, which may count one more where a dropped value holds a string that starts with a colon; use
+    ``dropped_keys`` to compare counts."""
     encoded = _ENCODER.encode(value)  # compact: each key's closing quote is right before its colon
     # Whitespace matters only between a key and its colon (it is never part of an escape). A string of the
     # text that starts with a colon and is not in ``value`` was dropped by a repeated key, which is then found
@@ -281,6 +304,23 @@ def _escape_bytes(error: UnicodeError) -> tuple[str, int]:
 
 
 codecs.register_error("ocds-bytes", _escape_bytes)
+
+
+def _escape_code_units(error: UnicodeError) -> tuple[str, int]:
+    """Decoding error handler for UTF-16 and UTF-32, whose unreadable bytes (a lone surrogate, a unit cut short)
+    are no windows-1252 text: each becomes U+DD00 + byte, a lone surrogate that ``repaired`` leaves alone, so
+    the release holding it is refused as not Unicode and its raw text shows each byte (as ``\\uddXX``)."""
+    assert isinstance(error, UnicodeDecodeError)
+    return "".join(chr(0xDD00 + byte) for byte in error.object[error.start:error.end]), error.end
+
+
+codecs.register_error("ocds-code-units", _escape_code_units)
+
+
+def decoding_errors(encoding: str) -> str:
+    """The error handler to decode a document in ``encoding`` with: nothing is lost, and only UTF-8's unreadable
+    bytes (legacy 8-bit text) are read as windows-1252 later."""
+    return "ocds-bytes" if encoding == "utf-8" else "ocds-code-units"
 
 
 def _legacy_char(match: re.Match[str]) -> str:

@@ -288,16 +288,16 @@ def read_release(raw: Any) -> ReadRelease:
                                        if isinstance(item, str)):
         raise _Reject("nul_in_identifier", "the ocid or id holds a NUL character; PostgreSQL cannot store it "
                       "and removing it could merge this release with another")
-    if repeated is None:
-        repeated = jsontext.repeated_keys(text, value)
+    # Exact counts of the keys a repeat drops, before and after (counting colons may count one more than there
+    # is, which says whether a key repeats but cannot compare two counts): more after means two live keys of
+    # one object became the same.
+    repeated = jsontext.dropped_keys(text, value)
     if repeated:
         flags.append("duplicate_key")
     published = text
     text = jsontext.without_nul_escapes(text)
-    value, repeated_after = _parse(text)
-    if repeated_after is None:
-        repeated_after = jsontext.repeated_keys(text, value)
-    if repeated_after > repeated:
+    value = _parse(text)[0]
+    if jsontext.dropped_keys(text, value) > repeated:
         raise _Reject("nul_key_collision", "removing NUL characters (which PostgreSQL cannot store) would make "
                       "two distinct keys of one object the same")
     flags.append("nul_removed")

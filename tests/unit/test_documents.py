@@ -30,6 +30,7 @@ from ingest.documents import (
     read_text,
     read_value,
 )
+from ingest.pages import prepare_page
 from ingest.releases import Rejection, ReleaseRow, to_row
 from tests.conftest import samples_dir
 
@@ -366,13 +367,32 @@ def test_unicode_encodings_are_detected_and_decoded_without_bom(data: bytes, enc
 def test_utf_16_with_an_odd_byte_count_keeps_the_text_and_rejects_the_stray_byte(encoding: str) -> None:
     # GIVEN a UTF-16 document with one byte too many (issue 8: this used to crash the load)
     data = RELEASE_TEXT.encode(encoding) + b"\x7f"
-    # WHEN it is decoded and read THEN the release survives and the stray byte is kept (as U+DC00 + byte) and rejected
-    assert decode(data) == (RELEASE_TEXT + "\udc7f", encoding)
+    # WHEN it is decoded and read THEN the release survives and the stray byte is kept (as U+DD00 + byte) and rejected
+    assert decode(data) == (RELEASE_TEXT + "\udd7f", encoding)
     assert views(read_bytes(data).items()) == [
         ("Found", RELEASE_TEXT, NO_PACKAGE, "/"),
         ("Unreadable", "invalid_json", f"the value at character {len(RELEASE_TEXT)} is not closed before the end",
-         "\udc7f", "@1"),
+         "\udd7f", "@1"),
     ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("surrogate", ["\ud841", "\udc41", "\udcd8", "\udfff"])
+def test_a_lone_surrogate_in_utf_16_or_32_refuses_its_release_and_is_never_read_as_windows_1252(
+        encoding: str, surrogate: str) -> None:
+    # GIVEN a UTF-16 or UTF-32 package whose first release holds a lone surrogate (high or low, of any value: the
+    # low ones look like the U+DC00 + byte a UTF-8 document's legacy byte becomes) and whose second is fine
+    bad = '{"ocid":"ocds-a","id":"1","date":"2020-01-01T00:00:00Z","note":"Q' + surrogate + 'R"}'
+    good = '{"ocid":"ocds-a","id":"2","date":"2020-01-01T00:00:00Z","note":"Caf\u00e9"}'
+    data = ('{"releases":[' + bad + "," + good + "]}").encode(encoding, "surrogatepass")
+    # WHEN the page is read, whole and streamed
+    for page in (data, io.BytesIO(data)):
+        prepared = prepare_page(page if isinstance(page, bytes) else read_stream(page), "s")
+        # THEN the first is refused as not Unicode, its bytes shown in its raw text, and the second is stored as is
+        assert [(row.release_id, row.flags, row.data_text) for row in prepared.rows] == [("2", [], good)]
+        [rejection] = prepared.rejections
+        assert rejection.reason == "invalid_unicode"
+        assert rejection.raw_text.startswith('{"ocid":"ocds-a","id":"1"') and "\\udd" in rejection.raw_text
 
 
 @pytest.mark.parametrize(("head", "expected"), [

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest import jsontext
 from ingest.documents import NO_PACKAGE, Compiled, Found, Package, read_stream
 from ingest.jsontext import repaired, text_of
 from ingest.releases import (
@@ -337,8 +338,8 @@ def test_any_number_is_read_exactly_with_its_published_digits(number: str) -> No
     exact = Decimal(number)
     sign, digits, exponent = exact.as_tuple()
     assert isinstance(exponent, int)
-    if len(digits) + exponent > 131072 or -exponent > 16383:
-        # THEN one beyond PostgreSQL's numeric is rejected
+    if (any(digits) and len(digits) + exponent > 131072) or -exponent > 16383:
+        # THEN one beyond PostgreSQL's numeric is rejected (a zero has no digit before the point to go beyond)
         assert isinstance(result, Rejection) and result.reason == "number_out_of_range"
     else:
         # THEN any other keeps its value and digits (an integer as int): the column, and the parsed release
@@ -470,7 +471,17 @@ def test_number_beyond_postgresql_numeric_is_rejected_as_number_out_of_range(num
         "number_out_of_range", f"the number {shown} is beyond what PostgreSQL's numeric holds", published)
 
 
-@pytest.mark.parametrize("number", ["1e131071", "1e-16383", "9" * 131072])
+@pytest.mark.parametrize("number", ["1e1000000000000000000", "-1E+999999999999999999999", "0e1073741823",
+                                    "0e-16384", "0.000e-16381", "1.000e-16381", "0.001e131075"])
+def test_any_exponent_beyond_postgresql_numeric_is_a_rejection_not_an_error(number: str) -> None:
+    # An exponent of 10**18 or more is beyond what Decimal holds at all (it raised out of to_row); a zero's
+    # exponent counts too, and trailing zeros are digits after the point (PostgreSQL 15 refuses each of these).
+    assert rejection_of(with_amount(number)).reason == "number_out_of_range"
+    assert jsontext.value_of(number) is None
+
+
+@pytest.mark.parametrize("number", ["1e131071", "1e-16383", "9" * 131072, "0e200000", "-0.0E+131073",
+                                    "0e1073741822", "1.000e-16380", "0.001e131074"])
 def test_number_at_the_edge_of_postgresql_numeric_is_stored(number: str) -> None:
     row = row_of(with_amount(number))
     assert row.value_amount is not None and row.flags == []
@@ -531,6 +542,76 @@ def test_nul_removal_that_would_merge_two_keys_is_rejected_as_nul_key_collision(
     rejection = rejection_of(published)
     assert (rejection.reason, rejection.raw_text) == ("nul_key_collision", published)
     assert (rejection.ocid, rejection.release_id) == ("ocds-213czf-000-00001", "ocds-213czf-000-00001-01-tender")
+
+
+@pytest.mark.parametrize(("published", "stored"), [
+    # a repeated key drops a value whose string starts with a colon once the NUL is gone: no key merges
+    ('{"a":"\\u0000:","a":1}', '{"a":":","a":1}'),
+    ('{"a":["x","\\u0000:"],"a":1}', '{"a":["x",":"],"a":1}'),
+    ('{"a":{"b\\u0000":1,"b":"\\u0000:"},"a":1}', '{"a":{"b":1,"b":":"},"a":1}'),  # only in what jsonb drops
+])
+def test_nul_removal_in_a_value_a_repeated_key_drops_stores_the_release(published: str, stored: str) -> None:
+    base = '"ocid":"o","id":"1","date":"2020-01-01T00:00:00Z",'
+    row = row_of("{" + base + published[1:])
+    assert (row.flags, row.data_text) == (["duplicate_key", "nul_removed"], "{" + base + stored[1:])
+
+
+@pytest.mark.parametrize("published", [
+    # a dropped value holding a colon-initial string hid a real merge of two live keys from the counts
+    '{"a":":","a":1,"k":"\\u0000:","b":1,"b\\u0000":2}',
+    '{"a":":","a":1,"b:\\u0000":1,"b:":2}',
+    '{"x":{"a":"\\u0000:","a":1},"b":1,"b\\u0000":2}',
+])
+def test_nul_removal_that_merges_live_keys_is_refused_whatever_else_repeats(published: str) -> None:
+    base = '"ocid":"o","id":"1","date":"2020-01-01T00:00:00Z",'
+    assert rejection_of("{" + base + published[1:]).reason == "nul_key_collision"
+
+
+def _live_merge(text: str) -> tuple[bool, bool]:
+    """Oracle (standard library): (whether the text repeats a key in any object, whether removing its NULs
+    merges two keys of an object jsonb keeps). ``text`` has no escaped backslash before a \\u0000."""
+    def walk(value: Any, live: bool, found: list[bool]) -> None:
+        if isinstance(value, _Pairs):
+            keys = [key for key, _ in value]
+            found[0] |= len(set(keys)) < len(keys)
+            kept = {key: item for key, item in value}  # jsonb keeps the last of a repeated key
+            stripped = [key.replace("\x00", "") for key in kept]
+            found[1] |= live and len(set(stripped)) < len(stripped)
+            for key, item in value:
+                walk(item, live and kept[key] is item, found)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, live, found)
+    found = [False, False]
+    walk(json.loads(text, object_pairs_hook=_Pairs), True, found)
+    return found[0], found[1]
+
+
+class _Pairs(list):  # type: ignore[type-arg]
+    pass
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.recursive(
+    st.sampled_from(["1", '":"', '"\\u0000:"', '"x"', '"\\u0000"']),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3).map(lambda items: "[" + ",".join(items) + "]"),
+        st.lists(st.tuples(st.sampled_from(["a", "a\\u0000", "b:", "b:\\u0000", ":", "\\u0000:"]), children),
+                 max_size=4).map(lambda pairs: "{" + ",".join(f'"{key}":{item}' for key, item in pairs) + "}")),
+    max_leaves=8))
+def test_nul_key_collision_and_duplicate_key_agree_with_the_standard_library(value: str) -> None:
+    # GIVEN a release holding any nesting of keys and strings that NUL removal can merge or make colon-initial
+    published = '{"ocid":"o","id":"1","date":"2020-01-01T00:00:00Z","x":' + value + "}"
+    repeats, merges = _live_merge(published)
+    # WHEN it is read THEN it is refused exactly when a kept object's keys merge, else flagged exactly when a
+    # key repeats
+    result = to_row(Found(published, PACKAGE, "/releases/0"), SOURCE)
+    if merges:
+        assert isinstance(result, Rejection) and result.reason == "nul_key_collision"
+    else:
+        assert isinstance(result, ReleaseRow)
+        assert ("duplicate_key" in result.flags) == repeats
+        assert result.data_text == published.replace("\\u0000", "")
 
 
 def test_rejection_raw_text_never_contains_a_nul_character() -> None:
