@@ -867,8 +867,9 @@ def read_stream(binary: io.BufferedIOBase) -> Document:
 
 def object_members(text: str) -> dict[str, str] | None:
     """The members of the JSON object ``text`` as their texts, delimited leniently (nothing is parsed but the
-    keys); None if it is not an object. A member that cannot be delimited (a truncated value) takes the rest of
-    the text, and the members after it are not known."""
+    keys); None if it is not an object. A member that cannot be delimited (a truncated value), or that is
+    followed by more than a comma or the object's end (more values: JSON lines), takes the rest of the text, so
+    nothing of it is lost; the members after it are not known."""
     walker = _Walker(text, None, DocumentStats())
     members: dict[str, str] = {}
     try:
@@ -881,10 +882,10 @@ def object_members(text: str) -> dict[str, str] | None:
             start = walker.at()
             try:
                 _, members[key] = walker._delimit()
+                if walker._expect(",}") == "}":
+                    return members
             except _Broken:
                 members[key] = text[start:]
-                return members
-            if walker._expect(",}") == "}":
                 return members
     except _Broken:
         return members or None

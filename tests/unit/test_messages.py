@@ -22,6 +22,7 @@ from ingest.messages import (
     inline_raw,
     parse,
 )
+from ingest.pages import prepare_page
 
 PACKAGE: dict[str, Any] = {
     "uri": "https://publisher.example/package.json",
@@ -336,6 +337,21 @@ def test_inline_raw_embeds_the_page_text_verbatim() -> None:
 
     assert body == '{"version":1,"source":"uk","page":' + page_text + "}"
     assert parse(body) == InlinePage("uk", page_text.encode())
+
+
+@pytest.mark.parametrize("separator", ["\n", "\r\n", "", " "])
+def test_a_page_of_several_values_keeps_every_release(separator: str) -> None:
+    # GIVEN a page of JSON lines (or concatenated releases), sent in an envelope as it was fetched
+    lines = [json.dumps({"ocid": "ocds-a", "id": str(number), "date": "2020-01-01T00:00:00Z"}) for number in (1, 2, 3)]
+    body = inline_raw("s", separator.join(lines))
+    # WHEN the worker reads the message and its page
+    page = parse(body)
+    assert isinstance(page, InlinePage)
+    prepared = prepare_page(page.page, "s")
+    # THEN no release is lost: each is a row (the envelope's own closing brace, which the page took with it, is
+    # quarantined, not dropped)
+    assert [row.release_id for row in prepared.rows] == ["1", "2", "3"]
+    assert [(rejection.reason, rejection.raw_text) for rejection in prepared.rejections] == [("invalid_json", "}")]
 
 
 def test_inline_raw_escapes_the_source_name() -> None:
