@@ -11,7 +11,9 @@ from __future__ import annotations
 import codecs
 import decimal
 import json
+import math
 import re
+import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -150,13 +152,52 @@ def loads(text: str | bytes) -> Any:
 
 
 def dumps(value: Any, indent: int | None = None) -> str:
-    """JSON of a Python value (compact, or indented); Decimals are written with their exact digits."""
+    """JSON of a Python value (compact, or indented); Decimals are written with their exact digits.
+
+    What JSON cannot hold is written as it was given, for the reader to see and refuse: a lone surrogate as its
+    escape (``\\ud800``), a float NaN or infinity as ``NaN`` or ``Infinity`` (msgspec would write null).
+    """
     try:
         encoded = _ENCODER.encode(value)
     except UnicodeEncodeError:
-        # A lone surrogate: written as its escape, so the reader sees (and rejects) exactly what was given.
-        return json.dumps(value, separators=(",", ":"), default=float)
+        return _dumps_marked(value)
+    if b"null" in encoded and _has_non_finite(value):
+        return _dumps_marked(value)
     return (encoded if indent is None else msgspec.json.format(encoded, indent=indent)).decode("utf-8")
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, (list, tuple)):
+        return False
+    return any(_has_non_finite(item) for item in value)
+
+
+def _dumps_marked(value: Any) -> str:
+    """``dumps`` of a value holding what JSON cannot: each such string or float is replaced by a mark (a text no
+    value holds: private-use characters and a random nonce), the copy is encoded exactly, and each mark's quoted
+    text is then replaced by what was given, written as the standard library writes it."""
+    marks: dict[str, str] = {}
+    nonce = "\ue000" + secrets.token_hex(8)
+
+    def marked(item: Any) -> Any:
+        if (isinstance(item, str) and not _encodable(item)) or (isinstance(item, float) and not math.isfinite(item)):
+            mark = f"{nonce}-{len(marks)}\ue001"
+            marks[mark] = json.dumps(item)  # "\\ud800" (ASCII escapes), NaN, Infinity, -Infinity
+            return mark
+        if isinstance(item, dict):
+            return {marked(key): marked(member) for key, member in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [marked(member) for member in item]
+        return item
+
+    text = _ENCODER.encode(marked(value)).decode("utf-8")
+    for mark, written in marks.items():
+        text = text.replace(f'"{mark}"', written)
+    return text
 
 
 def column_text(value: Any) -> str | None:

@@ -315,6 +315,28 @@ def test_read_value_reads_already_parsed_python_values_exactly() -> None:
     assert items[1].value == exact  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("unstorable", ["Q\ud800", "\udce9", float("nan"), float("inf"), float("-inf")])
+def test_a_parsed_value_json_cannot_hold_refuses_its_release_only_and_the_others_stay_exact(unstorable: Any) -> None:
+    # GIVEN parsed releases: one exact (a Decimal beyond a double, non-ASCII text, a null), and one holding what
+    # JSON cannot (a lone surrogate, in a value and in a key; a NaN or an infinity, which msgspec writes as null)
+    exact = {"ocid": "ocds-a", "id": "1", "date": "2020-01-01T00:00:00Z", "name": "Caf\u00e9", "none": None,
+             "amount": Decimal("12345678901234567890.123456789")}
+    bad = {"ocid": "ocds-b", "id": "1", "date": "2020-01-01T00:00:00Z", "x": [unstorable], "k": {"y": None}}
+    if isinstance(unstorable, str):
+        bad["k"] = {unstorable: 1}
+    # WHEN the page is read
+    prepared = prepare_page({"releases": [exact, bad]}, "s")
+    # THEN the exact one is stored exactly as it was given, and the other is refused, its raw text showing what it held
+    assert [row.data_text for row in prepared.rows] == [
+        '{"ocid":"ocds-a","id":"1","date":"2020-01-01T00:00:00Z","name":"Caf\u00e9","none":null,'
+        '"amount":12345678901234567890.123456789}']
+    [rejection] = prepared.rejections
+    shown = json.dumps(unstorable)
+    assert rejection.reason == ("invalid_unicode" if isinstance(unstorable, str) else "non_finite_number")
+    assert rejection.raw_text == ('{"ocid":"ocds-b","id":"1","date":"2020-01-01T00:00:00Z","x":[' + shown + "],"
+                                  + ('"k":{' + shown + ":1}}" if isinstance(unstorable, str) else '"k":{"y":null}}'))
+
+
 # --- package metadata after the releases --------------------------------------------------------------------
 
 
