@@ -45,9 +45,10 @@ REJECTED_PART_CHARS = 8 * 1024 * 1024
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _STRUCTURAL = re.compile(r'["\[\]{}]')
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_SCALAR = re.compile(r"[^,\]}\s]*")
+_SCALAR = re.compile(r"[^,\]}\[{\"\s]*")  # a bad scalar ends where a structural character begins
 # Where a line-delimited document can be picked up again after a syntax error: a line that starts a value.
 _LINE_START = re.compile(r"\n(?=[\[{])")
+_LINE_AFTER_VALUE = re.compile(r"[}\]][ \t\r]*\n(?=[\[{])")
 _PACKAGE_KEYS = ("uri", "publisher", "publishedDate")
 
 
@@ -111,7 +112,7 @@ NO_PACKAGE = Package()
 
 def _text_or_none(value: Any) -> str | None:
     if isinstance(value, str):
-        return jsontext.repaired(value)[0]
+        return value  # legacy bytes were read in the member's text, before parsing: an escape is not a byte
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         return str(value)
     return None
@@ -249,6 +250,15 @@ class _Unsplittable(Exception):
     """Raised if msgspec cannot read a value whole; the structural walk then isolates what is wrong."""
 
 
+def may_repeat_member(raw: Any, key: str) -> bool:
+    """Whether the JSON text (str, bytes or a buffer) may hold the member ``key`` more than once: msgspec keeps
+    the last of a repeated member, so such a text is walked, which reads every array (a text that only holds
+    the key's name as a string is walked too, which costs it nothing but time)."""
+    if isinstance(raw, str):
+        return raw.count(f'"{key}"') > 1
+    return bytes(raw).count(f'"{key}"'.encode()) > 1
+
+
 def _present(raw: Raw | list[Raw] | UnsetType) -> Raw | list[Raw] | None:
     # A member given as null is taken as absent, as a missing member is.
     if isinstance(raw, list):
@@ -319,6 +329,8 @@ class _Splitter:
                                      jsontext.text_of(raw), position or "/")
                     return
         if "records" in arrays:
+            if raw is not None and may_repeat_member(raw, "records"):
+                raise _Unsplittable("'records' may be repeated")
             own = Package.from_shape(shape)
             for index, record in enumerate(arrays["records"]):
                 yield from self.record(record, f"{position}/records/{index}", own)
@@ -326,6 +338,8 @@ class _Splitter:
             if _is_record(shape):
                 yield from self.record_members(shape, arrays["releases"], raw, position, package)
             else:
+                if raw is not None and may_repeat_member(raw, "releases"):  # None: split elsewhere, checked
+                    raise _Unsplittable("'releases' may be repeated")
                 own = Package.from_shape(shape)
                 for index, release in enumerate(arrays["releases"]):
                     yield Found(release, own, f"{position}/releases/{index}")
@@ -343,6 +357,8 @@ class _Splitter:
             return
         releases: list[Raw] = []
         member = _present(shape.releases)
+        if member is not None and may_repeat_member(raw, "releases"):
+            raise _Unsplittable("'releases' may be repeated")
         if member is not None:
             try:
                 releases = _ARRAY.decode(member)
@@ -401,10 +417,12 @@ class _Broken(Exception):
 @dataclass
 class _ObjectState:
     outer_retain: int | None
+    record: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
     pending: list[Item] = field(default_factory=list)
     streamed: bool = False
     failure: _ItemError | None = None
+    failed_before_streaming: list[Unreadable] = field(default_factory=list)
     compiled_raw: str | None = None
 
 
@@ -527,7 +545,7 @@ class _Walker:
             except _Broken as broken:
                 if broken.unaccounted_from is not None:
                     start = broken.unaccounted_from
-                resume = self._resume_point(start)
+                resume = self._resume_point(start, first=index == 0)
                 if resume is None:
                     yield from self._rest(start, broken.detail, position)
                     return
@@ -536,12 +554,18 @@ class _Walker:
                 self.pos = resume - self.base
             index += 1
 
-    def _resume_point(self, start: int) -> int | None:
-        """Where a line-delimited document picks up after a broken value that started a line; else None."""
+    def _resume_point(self, start: int, first: bool) -> int | None:
+        """Where a line-delimited document picks up after a broken value that started a line; else None.
+
+        After the first value, a value that starts a line says the document is line-delimited: any line that
+        starts a value is taken. The first value says nothing, and a line inside it may start a nested object
+        (``"parties":\\n{...}``): only a line after one that ends a value (``}`` or ``]``) is taken then.
+        """
         if start - self.base > 0 and self.buf[start - self.base - 1] != "\n":
             return None  # the broken value did not start a line: this is not a line-delimited document
+        line_start = _LINE_AFTER_VALUE if first else _LINE_START
         while True:
-            match = _LINE_START.search(self.buf, start - self.base)
+            match = line_start.search(self.buf, start - self.base)
             if match is not None:
                 return match.end() + self.base
             if not self._more():
@@ -556,6 +580,8 @@ class _Walker:
                 pass
             chunk = self.buf[self.pos:self.pos + REJECTED_PART_CHARS]
             if not chunk:
+                if part == 0:  # cut where a value should begin: nothing is left to keep, but the cut is recorded
+                    yield Unreadable("invalid_json", f"{detail} (the document ends there)", "", position or "/")
                 return
             self.pos += len(chunk)
             more = self.pos < len(self.buf) or self._more()
@@ -616,12 +642,19 @@ class _Walker:
         """An element read whole by msgspec when it can be, else walked to isolate its bad part."""
         try:
             items = list(split(raw, position, package))
-        except jsontext.PARSE_ERRORS:
+        except (*jsontext.PARSE_ERRORS, _Unsplittable):
             if raw.startswith("{"):
-                end = self.pos
+                end = self.at()
                 self.pos = start - self.base
-                yield from self._object(position, package)
-                self.pos = end
+                try:
+                    yield from self._object(position, package, record=split == self.splitter.record)
+                except _Broken as broken:
+                    # The element was delimited, so what broke is its own: what the walk handed over stays, the
+                    # rest of the element is rejected whole, and the walk goes on after it (never over the
+                    # elements before it, already handed over).
+                    begin = start if broken.unaccounted_from is None else broken.unaccounted_from
+                    yield Unreadable("invalid_json", broken.detail, self.text(begin, end), position)
+                self.pos = end - self.base
             else:
                 try:
                     _parse_item(raw)
@@ -634,34 +667,28 @@ class _Walker:
             return
         yield from items
 
-    def _object(self, position: str, package: Package) -> Iterator[Item]:
-        """Walk an object member by member; stream its releases/records arrays item by item."""
+    def _object(self, position: str, package: Package, record: bool = False) -> Iterator[Item]:
+        """Walk an object member by member; stream its releases/records arrays item by item. ``record``: an
+        element of a record package's records, whose releases take that package's fields (``package``)."""
         start = self.at()
-        state = _ObjectState(outer_retain=self.retain_from)
+        state = _ObjectState(outer_retain=self.retain_from, record=record)
         if self.retain_from is None:
             self.retain_from = start  # until it proves to be a package, the object's text may be needed whole
         self._expect("{")
         try:
             yield from self._members(position, state)
         except _Broken as broken:
-            # The releases read before the break are good: hand them over, then report the rest as broken.
-            yield from _with_package(state.pending, Package.from_metadata(state.meta))
-            if state.streamed and broken.unaccounted_from is None:
-                broken.unaccounted_from = self.at()
+            # What was read before the break is good: hand it over, then report the rest as broken.
+            if state.streamed:
+                yield from self._read_members(position, package, state)
+                if broken.unaccounted_from is None:
+                    broken.unaccounted_from = self.at()
             raise
         finally:
             self.retain_from = state.outer_retain
         meta = state.meta
         if state.streamed:
-            own = Package.from_metadata(meta)
-            if _is_record_meta(meta):
-                own = package
-                compiled = meta.get("compiledRelease")
-                if isinstance(compiled, dict):
-                    ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
-                    yield Compiled(ocid if isinstance(ocid, str) else None, state.compiled_raw, package,
-                                   f"{position}/compiledRelease")
-            yield from _with_package(state.pending, own)
+            yield from self._read_members(position, package, state)
             return
         text = self.text(start)
         if state.failure is not None:
@@ -676,6 +703,21 @@ class _Walker:
             self.stats.empty_packages += 1
         else:
             yield Found(text, package, position or "/")  # a release (or not one: to_row says why)
+
+    def _read_members(self, position: str, package: Package, state: _ObjectState) -> Iterator[Item]:
+        """What a package or record that streamed its array read: its members that failed before the array
+        (after it, they were rejected as they came), its compiledRelease, its releases with their package."""
+        meta = state.meta
+        yield from state.failed_before_streaming
+        own = Package.from_metadata(meta)
+        if state.record or _is_record_meta(meta):
+            own = package
+            compiled = meta.get("compiledRelease")
+            if isinstance(compiled, dict):
+                ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
+                yield Compiled(ocid if isinstance(ocid, str) else None, state.compiled_raw, package,
+                               f"{position}/compiledRelease")
+        yield from _with_package(state.pending, own)
 
     def _members(self, position: str, state: _ObjectState) -> Iterator[Item]:
         """The members of the object at pos: releases/records arrays streamed, other values kept in meta."""
@@ -703,9 +745,12 @@ class _Walker:
                         state.compiled_raw = raw
                 except _ItemError as error:
                     state.failure = state.failure or error
+                    rejected = Unreadable(error.reason, f"member '{key}': {error.detail}", self.text(member_start),
+                                          f"{position}/{key}")
                     if state.streamed:
-                        yield Unreadable(error.reason, f"member '{key}': {error.detail}",
-                                         self.text(member_start), f"{position}/{key}")
+                        yield rejected
+                    else:  # rejected with the whole object, unless the object proves to be a package or record
+                        state.failed_before_streaming.append(rejected)
             if self._expect(",}") == "}":
                 return
 
@@ -734,7 +779,7 @@ def _is_record_meta(meta: dict[str, Any]) -> bool:
 
 
 def _parse_item(raw: str) -> Any:
-    value, _ = jsontext.loads_exact(raw)
+    value, _ = jsontext.loads_exact(jsontext.repaired(raw)[0])  # each undecodable byte read as windows-1252
     return value
 
 
@@ -743,6 +788,8 @@ def _item_error(exc: BaseException) -> _ItemError:
         return _ItemError("nesting_too_deep", "the value is nested deeper than the JSON parser allows")
     if isinstance(exc, jsontext.NonFiniteNumber):
         return _ItemError("non_finite_number", f"{exc} (PostgreSQL jsonb cannot store it)")
+    if isinstance(exc, jsontext.NumberOutOfRange):
+        return _ItemError("number_out_of_range", str(exc))
     if isinstance(exc, ValueError) and hasattr(exc, "msg") and hasattr(exc, "pos"):
         return _ItemError("invalid_json", f"{exc.msg} at character {exc.pos} of this value")
     return _ItemError("invalid_json", str(exc))

@@ -167,13 +167,16 @@ def dumps(value: Any, indent: int | None = None) -> str:
 
 
 def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        value = value.values()
-    elif not isinstance(value, (list, tuple)):
-        return False
-    return any(_has_non_finite(item) for item in value)
+    pending = [value]  # a stack, not recursion: a value may be nested as deep as the parsers allow
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return False
 
 
 def _dumps_marked(value: Any) -> str:
@@ -182,19 +185,28 @@ def _dumps_marked(value: Any) -> str:
     text is then replaced by what was given, written as the standard library writes it."""
     marks: dict[str, str] = {}
     nonce = "\ue000" + secrets.token_hex(8)
+    pending: list[tuple[Any, Any]] = []  # containers copied level by level: a value may be nested deep
 
     def marked(item: Any) -> Any:
         if (isinstance(item, str) and not _encodable(item)) or (isinstance(item, float) and not math.isfinite(item)):
             mark = f"{nonce}-{len(marks)}\ue001"
             marks[mark] = json.dumps(item)  # "\\ud800" (ASCII escapes), NaN, Infinity, -Infinity
             return mark
-        if isinstance(item, dict):
-            return {marked(key): marked(member) for key, member in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [marked(member) for member in item]
+        if isinstance(item, (dict, list, tuple)):
+            copy: Any = {} if isinstance(item, dict) else []
+            pending.append((item, copy))
+            return copy
         return item
 
-    text = _ENCODER.encode(marked(value)).decode("utf-8")
+    root = marked(value)
+    while pending:
+        source, copy = pending.pop()
+        if isinstance(copy, dict):
+            for key, member in source.items():
+                copy[marked(key)] = marked(member)
+        else:
+            copy.extend(marked(member) for member in source)
+    text = _ENCODER.encode(root).decode("utf-8")
     for mark, written in marks.items():
         text = text.replace(f'"{mark}"', written)
     return text

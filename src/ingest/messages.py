@@ -142,6 +142,8 @@ def _split_package(body: str, up_to: int) -> PageRequest | None:
         return None
     if envelope.version is msgspec.UNSET or envelope.page is msgspec.UNSET:
         return None
+    if documents.may_repeat_member(body, "releases"):
+        return None  # msgspec kept only the last 'releases' of the page: the reader walks it
     document = documents.from_split(envelope.page)
     if document is None or sum(map(len, envelope.page.releases)) > up_to:
         return None

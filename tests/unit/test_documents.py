@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from ingest import documents, jsontext
+from ingest import documents, jsontext, messages
 from ingest.documents import (
     NO_PACKAGE,
     Compiled,
@@ -250,6 +250,18 @@ def test_json_lines_with_a_broken_line_lose_only_that_line(reader: Callable[[str
     ]
 
 
+@pytest.mark.parametrize("reader", READERS, ids=READER_IDS)
+def test_a_broken_first_value_resumes_only_after_a_line_that_ends_a_value(reader: Callable[[str], list[Item]]) -> None:
+    # GIVEN JSON lines whose first line is broken, and a release broken where a member's object starts a line
+    lines = '{"ocid":"a",,"id":"1"}\n' + LAST
+    nested = '{"ocid":"a","id":"1","date":"2020-01-01T00:00:00Z","parties":\n{"ocid":"c","id":"3"}'
+    # WHEN each is read THEN the lines resume after the broken one, and the nested object is never taken for a
+    # release of its own: the broken release is rejected whole
+    assert [view[:2] + view[3:] for view in views(reader(lines))] == [
+        ("Unreadable", "invalid_json", '{"ocid":"a",,"id":"1"}\n', "/"), ("Found", LAST, "@1")]
+    assert [(view[0], view[-2]) for view in views(reader(nested))] == [("Unreadable", nested)]
+
+
 def test_package_without_releases_is_counted_as_empty_and_yields_nothing() -> None:
     document = read_text(json.dumps(PACKAGE_META))
     assert list(document.items()) == []
@@ -335,6 +347,88 @@ def test_a_parsed_value_json_cannot_hold_refuses_its_release_only_and_the_others
     assert rejection.reason == ("invalid_unicode" if isinstance(unstorable, str) else "non_finite_number")
     assert rejection.raw_text == ('{"ocid":"ocds-b","id":"1","date":"2020-01-01T00:00:00Z","x":[' + shown + "],"
                                   + ('"k":{' + shown + ":1}}" if isinstance(unstorable, str) else '"k":{"y":null}}'))
+
+
+_A = '{"ocid":"a","id":"1","date":"2020-01-01T00:00:00Z"}'
+_C = '{"ocid":"o","id":"c","date":"2020-01-01T00:00:00Z"}'
+
+
+@pytest.mark.parametrize(("document", "rows", "rejected", "compiled"), [
+    # a broken element of an array is rejected alone, whole: never the elements before it again
+    ("[" + _A + ',{"ocid":"b","id":"2","date":"2020-01-01T00:00:00Z"x}]', ["/0"],
+     [("/1", '{"ocid":"b","id":"2","date":"2020-01-01T00:00:00Z"x}')], []),
+    ('[{"releases":[' + _A + ']},{"uri":"u" "x"}]', ["/0/releases/0"], [("/1", '{"uri":"u" "x"}')], []),
+    # a bad token holding brackets ends where they begin, so the element it breaks is rejected whole
+    ('[{"ocid":"a","id":"1","tag":x[{"k":1}],"date":"2020-01-01T00:00:00Z"}]', [],
+     [("/0", '{"ocid":"a","id":"1","tag":x[{"k":1}],"date":"2020-01-01T00:00:00Z"}')], []),
+    ('{"uri":"u","records":[{"ocid":"o","releases":x[' + _A + '],"compiledRelease":' + _C + "}]}", [],
+     [("/records/0", '{"ocid":"o","releases":x[' + _A + '],"compiledRelease":' + _C + "}")], []),
+    # a member that fails before the streamed array is rejected, as one after it is
+    ('{"records":[{"ocid":"a","compiledRelease":{"x":NaN},"releases":[' + _A + "]}]}", ["/records/0/releases/0"],
+     [("/records/0/compiledRelease", '{"x":NaN}')], []),
+    # a document cut where a value should begin: the cut is recorded, and what was read whole is kept
+    ('{"ocid":"o","compiledRelease":' + _C + ',"releases":[', [], [("/", "")], ["/compiledRelease"]),
+    ('{"uri":"u","releases":[', [], [("/", "")], []),
+    ('{"uri":"u","releases":[' + _A + "],", ["/releases/0"], [("/", "")], []),
+])
+def test_a_broken_document_accounts_for_each_part_once(document: str, rows: list[str],
+                                                        rejected: list[tuple[str, str]], compiled: list[str]) -> None:
+    # WHEN a broken document is read, whole and streamed
+    for items in (read_bytes(document.encode()).items(), read_stream(io.BytesIO(document.encode())).items()):
+        found = list(items)
+        # THEN each release is found once, each broken part is rejected once, and nothing else is reported
+        assert [item.position for item in found if isinstance(item, Found)] == rows
+        assert [(item.position, item.raw) for item in found if isinstance(item, Unreadable)] == rejected
+        assert [item.position for item in found if isinstance(item, Compiled)] == compiled
+
+
+_B = '{"ocid":"b","id":"1","date":"2020-01-01T00:00:00Z"}'
+_LONE = '{"ocid":"z","id":"9","date":"2020-01-01T00:00:00Z","x":"\\ud800"}'  # msgspec refuses it: walked
+
+
+@pytest.mark.parametrize("document", [
+    '{"releases":[' + _A + '],"releases":[' + _B + "]}",
+    '{"uri":"u","releases":[' + _A + '],"releases":[' + _B + "," + _LONE + "]}",
+    '[{"releases":[' + _A + '],"uri":"u","releases":[' + _B + "]}]",
+    '{"records":[{"ocid":"a","releases":[' + _A + ']}],"records":[{"ocid":"b","releases":[' + _B + "]}]}",
+    '{"records":[{"ocid":"a","releases":[' + _A + '],"releases":[' + _B + "]}]}",
+])
+def test_a_repeated_releases_or_records_member_loses_no_release(document: str) -> None:
+    # GIVEN a package or record that repeats the member holding its releases (msgspec keeps only the last)
+    # WHEN it is read, as a document and as a message's page
+    inline = messages.parse(messages.inline_raw("s", document), None, 10**6)
+    for page in (document.encode(), inline.page):  # type: ignore[union-attr]
+        prepared = prepare_page(page, "s")
+        # THEN the releases of every copy of the member are read
+        assert sorted(row.ocid for row in prepared.rows) == ["a", "b"]
+
+
+def test_a_walked_record_takes_its_record_package_fields_as_a_split_one_does() -> None:
+    # GIVEN records without an ocid, or with fields of their own; once split whole, once walked (a release
+    # msgspec refuses beside them)
+    for record in ('{"releases":[' + _A + "]}", '{"ocid":"a","uri":"r","releases":[' + _A + "]}"):
+        split = prepare_page(('{"uri":"u","records":[' + record + "]}").encode(), "s")
+        walked = prepare_page(('{"uri":"u","records":[' + record[:-2] + "," + _LONE + "]}]}").encode(), "s")
+        # THEN the release has the same package fields and hash either way
+        assert [(row.package_uri, row.content_hash) for row in walked.rows] == \
+            [(row.package_uri, row.content_hash) for row in split.rows] == [("u", split.rows[0].content_hash)]
+
+
+def test_an_escaped_lone_surrogate_in_a_package_field_is_kept_as_its_escape_not_read_as_a_byte() -> None:
+    # GIVEN a publisher name holding the escape \udce9 (a lone surrogate, not a windows-1252 byte)
+    for releases in ("[" + _A + "]", "[" + _A + "," + _LONE + "]"):
+        prepared = prepare_page(('{"publisher":{"name":"Caf\\udce9"},"releases":' + releases + "}").encode(), "s")
+        # THEN it is written as its escape and flagged, as any lone surrogate is
+        assert [(row.publisher_name, row.flags) for row in prepared.rows] == [("Caf\\udce9", ["package_escaped"])]
+
+
+_BEYOND = '{"ocid":"z","id":"9","date":"2020-01-01T00:00:00Z","n":1e200000,"x":"\\ud800"}'
+
+
+@pytest.mark.parametrize("document", ["[" + _BEYOND + "]", _BEYOND, '{"releases":[' + _BEYOND + "]}"])
+def test_a_number_beyond_numeric_is_number_out_of_range_wherever_the_release_stands(document: str) -> None:
+    [rejection] = prepare_page(document.encode(), "s").rejections
+    assert rejection.reason == "number_out_of_range"
 
 
 # --- package metadata after the releases --------------------------------------------------------------------
