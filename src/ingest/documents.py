@@ -194,6 +194,13 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
             return "utf-32-be", 0
         if head[1] == 0 and head[2] == 0 and head[3] == 0:
             return "utf-32-le", 0
+        # UTF-16 puts a zero before (BE) or after (LE) each of the first two ASCII characters; a stray NUL byte
+        # before UTF-8 text is one zero, not the pattern, and the text stays readable as published.
+        if head[0] == 0 and head[2] == 0:
+            return "utf-16-be", 0
+        if head[1] == 0 and head[3] == 0:
+            return "utf-16-le", 0
+        return "utf-8", 0
     if len(head) >= 2:
         if head[0] == 0:
             return "utf-16-be", 0

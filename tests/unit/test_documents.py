@@ -523,6 +523,10 @@ def test_a_lone_surrogate_in_utf_16_or_32_refuses_its_release_and_is_never_read_
     (b"\xff\xfe\x00\x00", ("utf-32-le", 4)),
     (b"\x00\x00\xfe\xff", ("utf-32-be", 4)),
     (b"", ("utf-8", 0)),
+    (b'\x00[{"', ("utf-8", 0)),  # a stray NUL byte before UTF-8 text: one zero, not UTF-16's pattern
+    (b'[\x00{"', ("utf-8", 0)),
+    (b"\x00{", ("utf-16-be", 0)),  # two bytes: all there is to go by
+    (b"{\x00", ("utf-16-le", 0)),
 ])
 def test_detect_encoding_from_bom_or_zero_byte_pattern(head: bytes, expected: tuple[str, int]) -> None:
     assert detect_encoding(head) == expected
