@@ -45,7 +45,7 @@ REJECTED_PART_CHARS = 8 * 1024 * 1024
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _STRUCTURAL = re.compile(r'["\[\]{}]')
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_SCALAR = re.compile(r"[^,\]}\[{\"\s]*")  # a bad scalar ends where a structural character begins
+_SCALAR = re.compile(r"[^,\]}\[{\s]*")  # a bad scalar ends where an array or object begins
 # Where a line-delimited document can be picked up again after a syntax error: a line that starts a value.
 _LINE_START = re.compile(r"\n(?=[\[{])")
 _LINE_AFTER_VALUE = re.compile(r"[}\]][ \t\r]*\n(?=[\[{])")

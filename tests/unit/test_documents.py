@@ -403,6 +403,15 @@ def test_a_repeated_releases_or_records_member_loses_no_release(document: str) -
         assert sorted(row.ocid for row in prepared.rows) == ["a", "b"]
 
 
+def test_a_bad_token_before_a_quote_loses_no_release_of_its_record() -> None:
+    # GIVEN a record whose ocid is a bad token glued to a quote, then releases, one holding an escaped quote
+    document = ('{"records":[{"ocid":o","releases":[{"ocid":"c","id":"3","date":"2020-01-01","title":"5\\" disk"},'
+                '{"ocid":"b","id":"2","date":"2020-01-01"}]}]}')
+    # WHEN it is read THEN both releases are found (the token ends at a bracket, not at the quote it holds)
+    found = [item for item in read_bytes(document.encode()).items() if isinstance(item, Found)]
+    assert [item.position for item in found] == ["/records/0/releases/0", "/records/0/releases/1"]
+
+
 def test_a_walked_record_takes_its_record_package_fields_as_a_split_one_does() -> None:
     # GIVEN records without an ocid, or with fields of their own; once split whole, once walked (a release
     # msgspec refuses beside them)
