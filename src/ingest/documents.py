@@ -502,6 +502,8 @@ class _Walker:
             if end is not None and (end < len(self.buf) or self.eof):
                 return end + self.base
             if not self._more():
+                if end is not None:
+                    return end + self.base  # it closes exactly where the stream ends
                 raise _Broken(f"the value at character {start} is not closed before the end")
 
     def _delimit(self) -> tuple[int, str]:
@@ -642,8 +644,17 @@ class _Walker:
                 return
 
     def _array(self, position: str) -> Iterator[Item]:
-        for element_position, start, raw in self._elements(position):
-            yield from self._walk_or_split(element_position, start, raw, NO_PACKAGE, self.splitter.element)
+        handed_over_to: int | None = None  # the end of the last element read
+        try:
+            for element_position, start, raw in self._elements(position):
+                yield from self._walk_or_split(element_position, start, raw, NO_PACKAGE, self.splitter.element)
+                handed_over_to = self.at()
+        except _Broken as broken:
+            # An element that cannot be delimited (cut, an unclosed string): the rest from there is what is
+            # broken, never the elements before it, already handed over.
+            if handed_over_to is not None and broken.unaccounted_from is None:
+                broken.unaccounted_from = handed_over_to
+            raise
 
     def _walk_or_split(self, position: str, start: int, raw: str, package: Package, split: Any) -> Iterator[Item]:
         """An element read whole by msgspec when it can be, else walked to isolate its bad part."""

@@ -358,6 +358,10 @@ _C = '{"ocid":"o","id":"c","date":"2020-01-01T00:00:00Z"}'
     ("[" + _A + ',{"ocid":"b","id":"2","date":"2020-01-01T00:00:00Z"x}]', ["/0"],
      [("/1", '{"ocid":"b","id":"2","date":"2020-01-01T00:00:00Z"x}')], []),
     ('[{"releases":[' + _A + ']},{"uri":"u" "x"}]', ["/0/releases/0"], [("/1", '{"uri":"u" "x"}')], []),
+    # an element that cannot be delimited (cut, or an unclosed string) breaks the rest, never what came before
+    ("[" + _A, ["/0"], [("/", "")], []),
+    ("[" + _A + ',{"ocid":"c"', ["/0"], [("/", ',{"ocid":"c"')], []),
+    ("[" + _A + ',{"ocid":"c",extra":"x"}]', ["/0"], [("/", ',{"ocid":"c",extra":"x"}]')], []),
     # a bad token holding brackets ends where they begin, so the element it breaks is rejected whole
     ('[{"ocid":"a","id":"1","tag":x[{"k":1}],"date":"2020-01-01T00:00:00Z"}]', [],
      [("/0", '{"ocid":"a","id":"1","tag":x[{"k":1}],"date":"2020-01-01T00:00:00Z"}')], []),
