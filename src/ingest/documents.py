@@ -930,11 +930,12 @@ def read_stream(binary: io.BufferedIOBase) -> Document:
     return Document(stream=text_stream, stats=DocumentStats(encoding=encoding))
 
 
-def object_members(text: str) -> dict[str, str] | None:
+def object_members(text: str, followed_takes_rest: bool = False) -> dict[str, str] | None:
     """The members of the JSON object ``text`` as their texts, delimited leniently (nothing is parsed but the
-    keys); None if it is not an object. A member that cannot be delimited (a truncated value), or that is
-    followed by more than a comma or the object's end (more values: JSON lines), takes the rest of the text, so
-    nothing of it is lost; the members after it are not known."""
+    keys); None if it is not an object. A member that cannot be delimited (a truncated value) takes the rest of
+    the text, and the members after it are not known. So does, with ``followed_takes_rest``, a member followed
+    by more than a comma or the object's end (an envelope's page of several values: JSON lines), so nothing of
+    it is lost; without, the members before that point are returned."""
     walker = _Walker(text, None, DocumentStats())
     members: dict[str, str] = {}
     try:
@@ -947,10 +948,15 @@ def object_members(text: str) -> dict[str, str] | None:
             start = walker.at()
             try:
                 _, members[key] = walker._delimit()
+            except _Broken:
+                members[key] = text[start:]
+                return members
+            try:
                 if walker._expect(",}") == "}":
                     return members
             except _Broken:
-                members[key] = text[start:]
+                if followed_takes_rest:
+                    members[key] = text[start:]
                 return members
     except _Broken:
         return members or None

@@ -120,7 +120,7 @@ def parse(body: str, source_attribute: str | None = None, split_up_to: int | Non
         if body.lstrip()[:1] not in ("{", "["):
             raise MessageRejected("not_json", "the message body is not JSON (it does not start with { or [)") \
                 from None
-        members = documents.object_members(body)
+        members = documents.object_members(body, followed_takes_rest=True)
         if members is None or "version" not in members or not set(members) <= _ENVELOPE_KEYS:
             return bare  # the reader records what is broken
         return _envelope(members, body)

@@ -407,6 +407,13 @@ def test_a_repeated_releases_or_records_member_loses_no_release(document: str) -
         assert sorted(row.ocid for row in prepared.rows) == ["a", "b"]
 
 
+def test_object_members_after_a_member_followed_by_more_values() -> None:
+    # A harvested page's links before the break stay as they were; an envelope's page takes the rest of the body.
+    text = '{"links":{"next":"u"} {"x":1},"page":2}'
+    assert documents.object_members(text) == {"links": '{"next":"u"}'}
+    assert documents.object_members(text, followed_takes_rest=True) == {"links": text[9:]}
+
+
 def test_a_bad_token_before_a_quote_loses_no_release_of_its_record() -> None:
     # GIVEN a record whose ocid is a bad token glued to a quote, then releases, one holding an escaped quote
     document = ('{"records":[{"ocid":o","releases":[{"ocid":"c","id":"3","date":"2020-01-01","title":"5\\" disk"},'
