@@ -47,11 +47,11 @@ class NumberOutOfRange(ValueError):
 
 def _exact_float(text: str) -> Decimal:
     try:
-        number = Decimal(text)
+        number: Decimal | None = Decimal(text)
     except decimal.InvalidOperation:  # an exponent of 10**18 or more, which Decimal cannot hold
-        raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds") from None
+        number = None
     # Only a long text (an exponent of 5 digits, or thousands of digits) can leave numeric's range.
-    if len(text) >= 7 and not _in_numeric_range(text, number):
+    if number is None or (len(text) >= 7 and not _in_numeric_range(text, number)):
         raise NumberOutOfRange(f"the number {text[:40]} is beyond what PostgreSQL's numeric holds")
     return number
 
@@ -273,7 +273,8 @@ def has_repeated_key(encoded: bytes, value: Any, colon_escape: bool = True) -> b
 def dropped_keys(text: str, value: Any) -> int:
     """How many of the JSON text's keys its parse ``value`` does not hold (a repeated key keeps one value, and
     the keys inside the values it drops go with them), exactly: every string of both texts tokenised."""
-    return _tokenised_keys(text) - _tokenised_keys(dumps(value))
+    # Encoded directly: a parsed value holds no float and no lone surrogate, which ``dumps`` looks for.
+    return _tokenised_keys(text) - _tokenised_keys(_ENCODER.encode(value).decode("utf-8"))
 
 
 def repeated_keys(text: str, value: Any) -> int:
