@@ -386,6 +386,21 @@ class _Splitter:
                 ocid = _ocid_of(compiled)
             yield Compiled(ocid if isinstance(ocid, str) else None, compiled, package,
                            f"{position}/compiledRelease")
+        else:
+            yield from _unusable_record(compiled, bool(releases), raw, position)
+
+
+def _unusable_record(compiled: Any, has_releases: bool, raw: Any, position: str) -> Iterator[Unreadable]:
+    """What a record without a usable compiledRelease leaves unstored: a compiledRelease that is not an object,
+    or, with no releases either, the whole record (its versionedRelease is not read), so it has a row."""
+    if compiled is not None:
+        yield Unreadable("invalid_record", f"'compiledRelease' is a JSON {_json_type(compiled)}, not an object",
+                         jsontext.text_of(compiled), f"{position}/compiledRelease")
+    elif not has_releases:
+        yield Unreadable("invalid_record", _EMPTY_RECORD, jsontext.text_of(raw), position or "/")
+
+
+_EMPTY_RECORD = "the record has no releases and no compiledRelease: nothing in it can be stored"
 
 
 class _Ocid(msgspec.Struct):
@@ -431,6 +446,7 @@ class _ObjectState:
     failure: _ItemError | None = None
     failed_before_streaming: list[Unreadable] = field(default_factory=list)
     compiled_raw: str | None = None
+    items: int = 0  # items its arrays gave and members rejected: a record with none and no compiledRelease is empty
 
 
 class _Walker:
@@ -698,7 +714,8 @@ class _Walker:
         except _Broken as broken:
             # What was read before the break is good: hand it over, then report the rest as broken.
             if state.streamed:
-                yield from self._read_members(position, package, state)
+                state.items += 1  # the break is reported: the record is not also empty
+                yield from self._read_members(position, package, state, start)
                 if broken.unaccounted_from is None:
                     broken.unaccounted_from = self.at()
             raise
@@ -706,7 +723,7 @@ class _Walker:
             self.retain_from = state.outer_retain
         meta = state.meta
         if state.streamed:
-            yield from self._read_members(position, package, state)
+            yield from self._read_members(position, package, state, start)
             return
         text = self.text(start)
         if state.failure is not None:
@@ -722,9 +739,10 @@ class _Walker:
         else:
             yield Found(text, package, position or "/")  # a release (or not one: to_row says why)
 
-    def _read_members(self, position: str, package: Package, state: _ObjectState) -> Iterator[Item]:
+    def _read_members(self, position: str, package: Package, state: _ObjectState, start: int) -> Iterator[Item]:
         """What a package or record that streamed its array read: its members that failed before the array
-        (after it, they were rejected as they came), its compiledRelease, its releases with their package."""
+        (after it, they were rejected as they came), its compiledRelease, its releases with their package.
+        ``start``: where the object began, for the text of a record that holds nothing to store."""
         meta = state.meta
         yield from state.failed_before_streaming
         own = Package.from_metadata(meta)
@@ -735,6 +753,11 @@ class _Walker:
                 ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
                 yield Compiled(ocid if isinstance(ocid, str) else None, state.compiled_raw, package,
                                f"{position}/compiledRelease")
+            elif compiled is not None or not state.items:
+                # The record's text, unless a very long member pushed its start out of a streamed window.
+                text = self.text(start) if start >= self.base else ""
+                yield from _unusable_record(state.compiled_raw if compiled is not None else None, state.items > 0,
+                                            text, position)
         yield from _with_package(state.pending, own)
 
     def _members(self, position: str, state: _ObjectState) -> Iterator[Item]:
@@ -751,6 +774,7 @@ class _Walker:
                 # Metadata after the array is not known yet: in memory, releases wait for it (_PENDING).
                 own = _PENDING if self.stream is None else Package.from_metadata(state.meta)
                 for item in self._members_array(key, f"{position}/{key}", own):
+                    state.items += 1
                     if self.stream is None:
                         state.pending.append(item)
                     else:
@@ -763,6 +787,7 @@ class _Walker:
                         state.compiled_raw = raw
                 except _ItemError as error:
                     state.failure = state.failure or error
+                    state.items += 1
                     rejected = Unreadable(error.reason, f"member '{key}': {error.detail}", self.text(member_start),
                                           f"{position}/{key}")
                     if state.streamed:

@@ -434,6 +434,32 @@ def test_a_walked_record_takes_its_record_package_fields_as_a_split_one_does() -
             [(row.package_uri, row.content_hash) for row in split.rows] == [("u", split.rows[0].content_hash)]
 
 
+@pytest.mark.parametrize("record, rejected", [
+    ('{"ocid":"o","releases":[]}', ("/records/0", '{"ocid":"o","releases":[]}')),
+    ('{"ocid":"o"}', ("/records/0", '{"ocid":"o"}')),
+    ('{"ocid":"o","compiledRelease":null,"versionedRelease":{"x":[]}}',
+     ("/records/0", '{"ocid":"o","compiledRelease":null,"versionedRelease":{"x":[]}}')),
+    ('{"ocid":"o","compiledRelease":"x","releases":[' + _B + "]}", ("/records/0/compiledRelease", '"x"')),
+    ('{"ocid":"o","compiledRelease":[' + _B + '],"releases":[]}', ("/records/0/compiledRelease", "[" + _B + "]")),
+])
+@pytest.mark.parametrize("read", READERS, ids=READER_IDS)
+def test_a_record_with_nothing_to_store_is_quarantined_not_dropped(
+        record: str, rejected: tuple[str, str], read: Callable[[str], list[Item]]) -> None:
+    # GIVEN a record with no releases and no compiledRelease (or one that is not an object), beside a good
+    # record; once split whole, once walked (a release msgspec refuses in the other record)
+    for other in ('{"ocid":"a","releases":[' + _A + "]}", '{"ocid":"a","releases":[' + _A + "," + _LONE + "]}"):
+        document = '{"uri":"u","records":[' + record + "," + other + "]}"
+        items = read(document)
+        # THEN what cannot be stored is an invalid_record with its text as published, and the rest is read
+        assert [(item.position, item.raw) for item in items if isinstance(item, Unreadable)
+                and item.reason == "invalid_record"] == [rejected]
+        assert "/records/1/releases/0" in [item.position for item in items if isinstance(item, Found)]
+        # AND a page counts it once, as a rejection
+        prepared = prepare_page(document.encode(), "s")
+        assert prepared.rejections[0].reason == "invalid_record"
+        assert prepared.releases_read == len(prepared.rows) + len(prepared.rejections)
+
+
 def test_an_escaped_lone_surrogate_in_a_package_field_is_kept_as_its_escape_not_read_as_a_byte() -> None:
     # GIVEN a publisher name holding the escape \udce9 (a lone surrogate, not a windows-1252 byte)
     for releases in ("[" + _A + "]", "[" + _A + "," + _LONE + "]"):
