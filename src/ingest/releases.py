@@ -372,7 +372,9 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
         if not isinstance(ocid, str) or not ocid.strip():
             raise _Reject("missing_ocid", "the release has no ocid (a non-empty string is required)"
                           if ocid is None else f"ocid must be a non-empty string, not {jsontext.dumps(ocid)[:80]}")
-        release_id = _release_id(release, read.encoded, flags)
+        release_id = release.get("id")
+        if type(release_id) is not str or not release_id:  # the usual id, a non-empty string, needs no look
+            release_id = _release_id(release, read.encoded, flags)
         date_text = release.get("date")
         if not isinstance(date_text, str):
             raise _Reject("missing_date", "the release has no date" if date_text is None
@@ -395,29 +397,17 @@ def to_row(found: Found, source: str) -> ReleaseRow | Rejection | None:
             flags.append("package_escaped")
         buyer, tender = _object(release.get("buyer")), _object(release.get("tender"))
         value = _object(tender.get("value"))
+        # Positional, in the fields' order: with 22 keywords the call costs a row 2 µs more.
         return ReleaseRow(
-            ocid=ocid,
-            release_id=release_id,
-            release_date=release_date,
-            date_text=date_text,
-            tag=tag,
-            initiation_type=_text(release.get("initiationType")),
-            buyer_id=_text(buyer.get("id")),
-            buyer_name=_text(buyer.get("name")),
-            tender_title=_text(tender.get("title")),
-            tender_status=_text(tender.get("status")),
-            procurement_method=_text(tender.get("procurementMethod")),
-            value_amount=_amount(value.get("amount")),
-            value_currency=_text(value.get("currency")),
-            publisher_name=package.publisher_name,
-            package_uri=package.uri,
-            ocds_version=package.version,
-            source=source,
-            flags=flags,
-            content_hash=_hash(read.encoded, package, source),
-            data=read.encoded,
-            position=found.position,
-            published=read.published,
+            ocid, release_id, release_date, date_text, tag,
+            _text(release.get("initiationType")),  # initiation_type
+            _text(buyer.get("id")), _text(buyer.get("name")),  # buyer_id, buyer_name
+            # tender_title, tender_status, procurement_method, value_amount, value_currency
+            _text(tender.get("title")), _text(tender.get("status")), _text(tender.get("procurementMethod")),
+            _amount(value.get("amount")), _text(value.get("currency")),
+            package.publisher_name, package.uri, package.version, source, flags,
+            _hash(read.encoded, package, source),  # content_hash
+            read.encoded, found.position, read.published,  # data, position, published
         )
     except _Reject as reject:
         # What the rejected release says about itself, to find it by: its ocid and id as far as they are text.
