@@ -335,6 +335,9 @@ class _Splitter:
                     yield Unreadable("invalid_package", f"'{key}' is a JSON {_json_type(member)}, not an array",
                                      jsontext.text_of(raw), position or "/")
                     return
+        if len(arrays) == 2:
+            # Both arrays in one object: msgspec gives both, but this split reads one; the walk reads both.
+            raise _Unsplittable("both 'records' and 'releases'")
         if "records" in arrays:
             if raw is not None and may_repeat_member(raw, "records"):
                 raise _Unsplittable("'records' may be repeated")

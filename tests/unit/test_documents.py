@@ -434,6 +434,24 @@ def test_a_walked_record_takes_its_record_package_fields_as_a_split_one_does() -
             [(row.package_uri, row.content_hash) for row in split.rows] == [("u", split.rows[0].content_hash)]
 
 
+@pytest.mark.parametrize("document", [
+    '{"uri":"u","releases":[' + _A + '],"records":[{"ocid":"b","releases":[' + _B + "]}]}",
+    '[{"uri":"u","records":[{"ocid":"b","releases":[' + _B + ']}],"releases":[' + _A + "]}]",
+])
+@pytest.mark.parametrize("read", READERS, ids=READER_IDS)
+def test_a_package_with_both_releases_and_records_loses_neither(
+        document: str, read: Callable[[str], list[Item]]) -> None:
+    # GIVEN a package holding a releases array and a records array (msgspec's split read only the records)
+    # WHEN it is read, as a document and as a message's page
+    found = [item for item in read(document) if isinstance(item, Found)]
+    # THEN the releases of both arrays are found, with the package's fields
+    assert sorted((item.position.removeprefix("/0"), item.package.uri) for item in found) == \
+        [("/records/0/releases/0", "u"), ("/releases/0", "u")]
+    inline = messages.parse(messages.inline_raw("s", document), None, 10**6)
+    for page in (document.encode(), inline.page):  # type: ignore[union-attr]
+        assert sorted(row.ocid for row in prepare_page(page, "s").rows) == ["a", "b"]
+
+
 @pytest.mark.parametrize("record, rejected", [
     ('{"ocid":"o","releases":[]}', ("/records/0", '{"ocid":"o","releases":[]}')),
     ('{"ocid":"o"}', ("/records/0", '{"ocid":"o"}')),
