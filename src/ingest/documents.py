@@ -813,7 +813,7 @@ _PENDING = Package(uri="\x00pending")  # a placeholder replaced by the package o
 
 def _with_package(items: list[Item], package: Package) -> Iterator[Item]:
     for item in items:
-        if isinstance(item, Found) and item.package is _PENDING:
+        if isinstance(item, (Found, Compiled)) and item.package is _PENDING:  # a walked record's compiledRelease
             item.package = package
         yield item
 

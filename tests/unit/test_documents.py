@@ -478,6 +478,20 @@ def test_a_record_with_nothing_to_store_is_quarantined_not_dropped(
         assert prepared.releases_read == len(prepared.rows) + len(prepared.rejections)
 
 
+def test_a_walked_records_compiled_release_takes_its_record_package_fields_as_a_split_one_does() -> None:
+    # GIVEN a record package whose record has a compiledRelease; once split whole, once walked (a release msgspec
+    # refuses in the record), read in memory and streamed
+    compiled = '"compiledRelease":{"ocid":"a","id":"c","date":"2020-01-01T00:00:00Z"}'
+    split = '{"uri":"u","records":[{"ocid":"a",' + compiled + ',"releases":[' + _A + "]}]}"
+    walked = '{"uri":"u","records":[{"ocid":"a",' + compiled + ',"releases":[' + _A + "," + _LONE + "]}]}"
+    for document in (split, walked):
+        for page in (document.encode(), stream_document(document.encode())):
+            # THEN the compiled release has the package's fields (never the reader's placeholder) and one hash
+            rows = prepare_page(page, "s").compiled
+            assert [(row.ocid, row.package_uri) for row in rows] == [("a", "u")]
+            assert rows[0].content_hash == prepare_page(split.encode(), "s").compiled[0].content_hash
+
+
 def test_an_escaped_lone_surrogate_in_a_package_field_is_kept_as_its_escape_not_read_as_a_byte() -> None:
     # GIVEN a publisher name holding the escape \udce9 (a lone surrogate, not a windows-1252 byte)
     for releases in ("[" + _A + "]", "[" + _A + "," + _LONE + "]"):
