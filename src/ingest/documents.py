@@ -335,9 +335,10 @@ class _Splitter:
                     yield Unreadable("invalid_package", f"'{key}' is a JSON {_json_type(member)}, not an array",
                                      jsontext.text_of(raw), position or "/")
                     return
-        if len(arrays) == 2:
-            # Both arrays in one object: msgspec gives both, but this split reads one; the walk reads both.
-            raise _Unsplittable("both 'records' and 'releases'")
+        if "records" in arrays and ("releases" in arrays or _present(shape.compiledRelease) is not None):
+            # Records beside releases or a compiledRelease of the object's own: this split reads only the
+            # records; the walk reads every member.
+            raise _Unsplittable("'records' beside 'releases' or 'compiledRelease'")
         if "records" in arrays:
             if raw is not None and may_repeat_member(raw, "records"):
                 raise _Unsplittable("'records' may be repeated")
@@ -450,6 +451,7 @@ class _ObjectState:
     failed_before_streaming: list[Unreadable] = field(default_factory=list)
     compiled_raw: str | None = None
     items: int = 0  # items its arrays gave and members rejected: a record with none and no compiledRelease is empty
+    records: bool = False  # it streamed a records array: a record package, never an empty record
 
 
 class _Walker:
@@ -737,7 +739,9 @@ class _Walker:
                 yield Unreadable("invalid_package", f"'{key}' is a JSON {_json_type(jsontext.dumps(meta[key]))}, "
                                  "not an array", text, position or "/")
                 return
-        if "ocid" not in meta and any(key in meta for key in _PACKAGE_KEYS):
+        if state.record:  # an element of a records array without one: its compiledRelease, or why it has none
+            yield from self._read_members(position, package, state, start)
+        elif "ocid" not in meta and any(key in meta for key in _PACKAGE_KEYS):
             self.stats.empty_packages += 1
         else:
             yield Found(text, package, position or "/")  # a release (or not one: to_row says why)
@@ -756,7 +760,7 @@ class _Walker:
                 ocid = meta.get("ocid") if isinstance(meta.get("ocid"), str) else compiled.get("ocid")
                 yield Compiled(ocid if isinstance(ocid, str) else None, state.compiled_raw, package,
                                f"{position}/compiledRelease")
-            elif compiled is not None or not state.items:
+            elif compiled is not None or not (state.items or (state.records and not state.record)):
                 # The record's text, unless a very long member pushed its start out of a streamed window.
                 text = self.text(start) if start >= self.base else ""
                 yield from _unusable_record(state.compiled_raw if compiled is not None else None, state.items > 0,
@@ -771,6 +775,7 @@ class _Walker:
         while True:
             key = self._key()
             if key in ("releases", "records") and self._peek() == "[":
+                state.records = state.records or key == "records"
                 if not state.streamed:
                     state.streamed = True
                     self.retain_from = state.outer_retain  # a package: its text need not be kept
@@ -819,7 +824,8 @@ def _with_package(items: list[Item], package: Package) -> Iterator[Item]:
 
 
 def _is_record_meta(meta: dict[str, Any]) -> bool:
-    if "compiledRelease" in meta or "versionedRelease" in meta:
+    # As _is_record: a member given as null is absent.
+    if meta.get("compiledRelease") is not None or meta.get("versionedRelease") is not None:
         return True
     return "ocid" in meta and not any(key in meta for key in _PACKAGE_KEYS)
 

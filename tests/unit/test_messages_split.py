@@ -23,10 +23,11 @@ UNLIMITED = 1 << 40
 
 
 def _item_key(item: Any) -> tuple[Any, ...]:
+    raw = item.raw if isinstance(item.raw, str) else bytes(item.raw)  # text where the document was walked
     if isinstance(item, Found):
-        return ("found", bytes(item.raw) if not isinstance(item.raw, str) else item.raw, item.package, item.position)
+        return ("found", raw, item.package, item.position)
     if isinstance(item, Compiled):
-        return ("compiled", item.ocid, bytes(item.raw), item.package, item.position)
+        return ("compiled", item.ocid, raw, item.package, item.position)
     assert isinstance(item, Unreadable)
     return ("unreadable", item.reason, item.detail, item.raw, item.position)
 
