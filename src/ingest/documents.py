@@ -650,15 +650,22 @@ class _Walker:
             yield Unreadable("not_ocds", f"a JSON {_json_type(self.text(start))} is not an OCDS package, record "
                              "or release", self.text(start), position or "/")
 
-    def _elements(self, position: str) -> Iterator[tuple[str, int, str]]:
-        """The elements of the array at pos, each delimited on its own: (position, absolute start, text)."""
+    def _elements(self, position: str, walkable: bool = False) -> Iterator[tuple[str, int, str | None]]:
+        """The elements of the array at pos, each delimited on its own: (position, absolute start, text).
+        ``walkable``: an object that cannot be delimited (a bad token glued to a quote puts the delimiter's
+        strings out of phase) comes with no text, for the caller to walk member by member."""
         self._expect("[")
         if self._peek() == "]":
             self.pos += 1
             return
         index = 0
         while True:
-            start, raw = self._delimit()
+            try:
+                start, raw = self._delimit()
+            except _Broken:
+                if not walkable or self._peek() != "{":
+                    raise
+                start, raw = self.at(), None
             yield f"{position}/{index}", start, raw
             index += 1
             if self._expect(",]") == "]":
@@ -667,7 +674,7 @@ class _Walker:
     def _array(self, position: str) -> Iterator[Item]:
         handed_over_to: int | None = None  # the end of the last element read
         try:
-            for element_position, start, raw in self._elements(position):
+            for element_position, start, raw in self._elements(position, walkable=True):
                 yield from self._walk_or_split(element_position, start, raw, NO_PACKAGE, self.splitter.element)
                 handed_over_to = self.at()
         except _Broken as broken:
@@ -677,8 +684,20 @@ class _Walker:
                 broken.unaccounted_from = handed_over_to
             raise
 
-    def _walk_or_split(self, position: str, start: int, raw: str, package: Package, split: Any) -> Iterator[Item]:
+    def _walk_or_split(self, position: str, start: int, raw: str | None, package: Package,
+                       split: Any) -> Iterator[Item]:
         """An element read whole by msgspec when it can be, else walked to isolate its bad part."""
+        if raw is None:  # not delimited: walked; what breaks the walk breaks the rest of the array
+            self.pos = start - self.base
+            try:
+                yield from self._object(position, package, record=split == self.splitter.record)
+            except _Broken as broken:
+                if broken.unaccounted_from is None:
+                    # Nothing of it was handed over (its text is still held): the rest is reported from where it
+                    # is, as it would be had the walk not been tried.
+                    self.pos = start - self.base
+                raise
+            return
         try:
             items = list(split(raw, position, package))
         except (*jsontext.PARSE_ERRORS, _Unsplittable):
@@ -687,6 +706,9 @@ class _Walker:
                 self.pos = start - self.base
                 try:
                     yield from self._object(position, package, record=split == self.splitter.record)
+                    # The walk read the object to its closing brace: the element ends there, whatever delimiting
+                    # it said (a bad token glued to a quote puts the delimiter's strings out of phase).
+                    end = self.at()
                 except _Broken as broken:
                     # The element was delimited, so what broke is its own: what the walk handed over stays, the
                     # rest of the element is rejected whole, and the walk goes on after it (never over the
@@ -806,8 +828,11 @@ class _Walker:
                 return
 
     def _members_array(self, key: str, position: str, package: Package) -> Iterator[Item]:
-        for element_position, start, raw in self._elements(position):
-            if key == "releases":
+        for element_position, start, raw in self._elements(position, walkable=True):
+            if raw is None:  # walked to find where it ends: a release comes out whole (or rejected whole)
+                yield from self._walk_or_split(element_position, start, raw, package,
+                                               self.splitter.record if key == "records" else self.splitter.element)
+            elif key == "releases":
                 yield Found(raw, package, element_position)  # parsed (and judged) by to_row
             else:
                 yield from self._walk_or_split(element_position, start, raw, package, self.splitter.record)

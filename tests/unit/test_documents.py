@@ -425,6 +425,29 @@ def test_a_bad_token_before_a_quote_loses_no_release_of_its_record() -> None:
     assert [item.position for item in found] == ["/records/0/releases/0", "/records/0/releases/1"]
 
 
+@pytest.mark.parametrize("document, rows, rejected", [
+    # a record's member: the delimiter's strings go out of phase, and the record ends nowhere or inside a string
+    ('{"records":[{"ocid":o","releases":[' + _A + "," + _B + "]}]}",
+     ["/records/0/releases/0", "/records/0/releases/1"], [("/records/0/ocid", 'o"')]),
+    ('{"records":[{"ocid":\ufeffo","releases":[' + _A[:-1] + ',"t":"}x"},' + _B + "]}]}",
+     ["/records/0/releases/0", "/records/0/releases/1"], [("/records/0/ocid", '\ufeffo"')]),
+    ('[{"uri":o","releases":[' + _A[:-1] + ',"t":"}x"}]},{"uri":"u","releases":[' + _B + "]}]",
+     ["/0/releases/0", "/1/releases/0"], [("/0/uri", 'o"')]),
+    # a release's member: that release is rejected whole, its neighbours are stored
+    ('{"releases":[{"ocid":o","id":"1"},' + _A + "," + _B + "]}", ["/releases/1", "/releases/2"],
+     [("/releases/0", '{"ocid":o","id":"1"}')]),
+])
+@pytest.mark.parametrize("read", READERS, ids=READER_IDS)
+def test_an_element_that_cannot_be_delimited_is_walked_and_each_part_accounted_once(
+        document: str, rows: list[str], rejected: list[tuple[str, str]], read: Callable[[str], list[Item]]) -> None:
+    # GIVEN an element with a bad token glued to a quote (the delimiter counts that quote as opening a string)
+    items = read(document)
+    # THEN it is walked member by member: every release is found, and only the bad part is rejected (never a
+    # stretch holding releases that were also found)
+    assert sorted(item.position for item in items if isinstance(item, Found)) == rows
+    assert [(item.position, item.raw) for item in items if isinstance(item, Unreadable)] == rejected
+
+
 def test_a_walked_record_takes_its_record_package_fields_as_a_split_one_does() -> None:
     # GIVEN records without an ocid, or with fields of their own; once split whole, once walked (a release
     # msgspec refuses beside them)
