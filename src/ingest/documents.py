@@ -829,13 +829,11 @@ class _Walker:
 
     def _members_array(self, key: str, position: str, package: Package) -> Iterator[Item]:
         for element_position, start, raw in self._elements(position, walkable=True):
-            if raw is None:  # walked to find where it ends: a release comes out whole (or rejected whole)
+            if key == "releases" and raw is not None:
+                yield Found(raw, package, element_position)  # parsed (and judged) by to_row
+            else:  # a record; or a release not delimited, walked to find where it ends (it comes out whole)
                 yield from self._walk_or_split(element_position, start, raw, package,
                                                self.splitter.record if key == "records" else self.splitter.element)
-            elif key == "releases":
-                yield Found(raw, package, element_position)  # parsed (and judged) by to_row
-            else:
-                yield from self._walk_or_split(element_position, start, raw, package, self.splitter.record)
 
 
 _PENDING = Package(uri="\x00pending")  # a placeholder replaced by the package once its metadata is complete
