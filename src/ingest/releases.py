@@ -135,8 +135,9 @@ class _Reject(Exception):
 def is_usual_utc(text: str) -> bool:
     """Whether a date has the usual form, 2020-01-01T00:00:00Z (ASCII): Python and PostgreSQL read the same
     instant from it, so the writer sends it as it is rather than writing out ``parse_date``'s result again."""
-    return len(text) == 20 and text[19] == "Z" and text[10] == "T" and text[4] == text[7] == "-" and \
-        text[13] == text[16] == ":" and text.isascii()
+    # Its punctuation stands every third character from the fifth: one slice and one comparison (~0.25 µs less
+    # than looking at each, twice a row). The digits are fromisoformat's to check.
+    return len(text) == 20 and text[4::3] == "--T::Z" and text.isascii()
 
 
 def parse_date(text: str) -> tuple[datetime, Sequence[str]]:

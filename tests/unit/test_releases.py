@@ -22,6 +22,7 @@ from ingest.releases import (
     Rejection,
     ReleaseRow,
     compiled_to_row,
+    is_usual_utc,
     newest_per_key,
     parse_date,
     to_row,
@@ -696,6 +697,21 @@ def test_parse_date_returns_the_exact_utc_instant_and_flags(text: str, moment: d
     parsed, parsed_flags = parse_date(text)
     assert (parsed, parsed_flags) == (moment, flags)
     assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.dictionaries(st.integers(0, 19), st.sampled_from(list("07-T:Z tz+.\u0663\u00e9")), max_size=2),
+       st.sampled_from(["", "Z", "-1"]), st.booleans())
+def test_the_usual_date_form_is_exactly_its_punctuation_in_ascii(changes: dict[int, str], more: str,
+                                                                 shorter: bool) -> None:
+    # GIVEN 2020-01-01T00:00:00Z with one or two of its characters changed, maybe longer or shorter
+    text = "".join(changes.get(index, char) for index, char in enumerate("2020-01-01T00:00:00Z"))
+    text = (text[:-1] if shorter else text) + more
+    # THEN it has the usual form (sent to PostgreSQL as published) exactly when it is DDDD-DD-DDTDD:DD:DDZ in
+    # ASCII, whatever stands for the digits (fromisoformat checks those)
+    usual = len(text) == 20 and text.isascii() and all(text[index] == char for index, char in enumerate(
+        "2020-01-01T00:00:00Z") if not char.isdigit())
+    assert is_usual_utc(text) == usual
 
 
 @settings(max_examples=300, deadline=None, database=None)
