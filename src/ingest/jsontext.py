@@ -251,12 +251,6 @@ def has_nul_or_colon_escape(encoded: bytes) -> bool:
     return b"\\" in encoded and _NUL_OR_COLON_ESCAPE.search(encoded) is not None  # no backslash: no escape
 
 
-def is_own_encoding(encoded: bytes, value: Any) -> bool:
-    """Whether the JSON text (in UTF-8) is ``value``'s compact encoding, byte for byte (its parse: then no key
-    repeats, as an encoding writes each key of ``value`` once)."""
-    return _ENCODER.encode(value) == encoded
-
-
 def has_repeated_key(encoded: bytes, value: Any, colon_escape: bool = True) -> bool:
     """Whether the JSON text (in UTF-8) repeats a key within an object (``value``, its parse, keeps one of each).
 

@@ -266,9 +266,9 @@ def read_release(raw: Any) -> ReadRelease:
     usual = _usual(raw)
     if usual is not None:
         encoded, value = usual
-        # The usual release has no backslash (so no escaped NUL or colon) and is its value's own compact encoding,
-        # which holds each key once: nothing to flag or change, settled by one comparison.
-        if b"\\" not in encoded and jsontext.is_own_encoding(encoded, value):
+        if b"\\" not in encoded:  # the usual release: no escape, so no NUL and no escaped colon (as below, sooner)
+            if jsontext.has_repeated_key(encoded, value, colon_escape=False):
+                flags.append("duplicate_key")
             return ReadRelease(encoded, value, flags)
         text: str | None = None  # the usual release is never made a text here: the row sends its bytes
         repeated: int | None = None
