@@ -137,16 +137,17 @@ def _split_package(body: str, up_to: int) -> PageRequest | None:
     """The usual body, a valid version 1 envelope around a release package, read and split in one pass; None for
     any other body (or a larger package), which ``parse`` then reads the usual way."""
     try:
-        envelope = _PACKAGE_ENVELOPE.decode(body)
-    except jsontext.PARSE_ERRORS:
+        data = body.encode()  # what msgspec reads; encoded here, it also gives the body's length in bytes
+        envelope = _PACKAGE_ENVELOPE.decode(data)
+    except jsontext.PARSE_ERRORS:  # (a lone surrogate: UnicodeEncodeError, a ValueError)
         return None
     if envelope.version is msgspec.UNSET or envelope.page is msgspec.UNSET:
         return None
-    if documents.may_repeat_member(body, "releases"):
-        return None  # msgspec kept only the last 'releases' of the page: the reader walks it
     document = documents.from_split(envelope.page)
     if document is None or sum(map(len, envelope.page.releases)) > up_to:
         return None
+    if documents.may_repeat_array(data, "releases", envelope.page.releases):
+        return None  # msgspec kept only the last 'releases' of the page: the reader walks it
     return _envelope({**_members(envelope), "page": document}, body)
 
 

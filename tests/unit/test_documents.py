@@ -409,6 +409,50 @@ def test_a_repeated_releases_or_records_member_loses_no_release(document: str) -
         assert sorted(row.ocid for row in prepared.rows) == ["a", "b"]
 
 
+
+@st.composite
+def _package_repeating_releases(draw: st.DrawFn) -> tuple[str, set[str]]:
+    """A package, a record package's record, a bare record or an element of a top-level array whose 'releases'
+    member may come several times (an array, or null or another value), among other members, spaced any way;
+    and the ocids of every release in every copy."""
+    space = st.sampled_from(["", " ", "\n  ", "\t"])
+    ocids: set[str] = set()
+    members = []
+    for copy in range(draw(st.integers(1, 3))):
+        other = draw(st.sampled_from([None, None, None, "null", "5", "{}"]))
+        if other is not None:
+            members.append('"releases":' + draw(space) + other)
+            continue
+        count = draw(st.integers(0, 3))
+        # A copy may begin with the same release as another (an ocid of the first copy, "0-0")
+        names = [f"{copy}-{index}" if index or not draw(st.booleans()) else "0-0" for index in range(count)]
+        ocids.update(names)
+        releases = [f'{{"ocid":"{name}","id":"1","date":"2020-01-01T00:00:00Z","x":"\u00e9 releases"}}'
+                    for name in names]
+        members.append('"releases"' + draw(space) + ":" + draw(space) + "[" + draw(space)
+                       + ("," + draw(space)).join(releases) + draw(space) + "]")
+        if draw(st.booleans()):
+            members.append('"uri":"releases"')  # the member's name as a string elsewhere
+    shape = draw(st.sampled_from(["package", "record", "bare record", "array element"]))
+    members.insert(draw(st.integers(0, len(members))), '"version":"1.1"' if shape == "package" else '"ocid":"r"')
+    value = "{" + ("," + draw(space)).join(members) + draw(space) + "}"
+    if shape == "record":
+        return '{"version":"1.1","records":[' + value + "]}", ocids
+    return ("[" + value + "]" if shape == "array element" else value), ocids
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(_package_repeating_releases())
+def test_a_releases_member_repeated_anywhere_loses_no_release(package: tuple[str, set[str]]) -> None:
+    # GIVEN a package or a record repeating its 'releases' member anywhere (its last copy maybe null or not an
+    # array), spaced any way, copies maybe alike at the start
+    document, ocids = package
+    # WHEN it is read, as a document, as a message's page and streamed
+    inline = messages.parse(messages.inline_raw("s", document), None, 10**6)
+    for page in (document.encode(), inline.page, read_stream(io.BytesIO(document.encode()))):  # type: ignore[union-attr]
+        # THEN the releases of every copy of the member are read
+        assert {row.ocid for row in prepare_page(page, "s").rows} == ocids
+
 def test_object_members_after_a_member_followed_by_more_values() -> None:
     # A harvested page's links before the break stay as they were; an envelope's page takes the rest of the body.
     text = '{"links":{"next":"u"} {"x":1},"page":2}'
