@@ -388,20 +388,20 @@ class _Splitter:
             yield Unreadable("not_a_record", f"a record must be an object, not a JSON {_json_type(raw)}",
                              jsontext.text_of(raw), position)
             return
-        releases: list[Raw] | None = []
         member = _present(shape.releases)
+        releases: list[Raw] | None = None  # the copy msgspec kept, if it is an array
         if member is not None:
             try:
                 releases = _ARRAY.decode(member)
             except msgspec.ValidationError:
-                releases = None
-        if _may_hide_a_copy(raw, shape, "releases", releases if member is not None else None):
+                pass
+        if _may_hide_a_copy(raw, shape, "releases", releases):
             raise _Unsplittable("'releases' may be repeated")
-        if releases is None:
+        if member is not None and releases is None:
             yield Unreadable("invalid_record", f"'releases' is a JSON {_json_type(member)}, not an array",
                              jsontext.text_of(raw), position)
             return
-        yield from self.record_members(shape, releases, raw, position, package)
+        yield from self.record_members(shape, releases or [], raw, position, package)
 
     def record_members(self, shape: _Shape, releases: list[Raw], raw: Any, position: str,
                        package: Package) -> Iterator[Item]:
@@ -990,8 +990,9 @@ def read_bytes(data: bytes) -> Document:
 def from_split(package: ReleasePackage) -> Document | None:
     """A document read whole and split by msgspec elsewhere (a message's envelope and its page in one pass): the
     same items, stats and positions as reading its text would give. None where splitting needs the text itself
-    (records, a record, a package without an array of releases); the caller then reads the text."""
-    if not isinstance(package.releases, list) or _present(package.records) is not None or _is_record(package):
+    (records, a record, a package without an array of releases); the caller then reads the text. A ``records``
+    member given as null counts: it may be the last copy of a repeated one, which only the text shows."""
+    if not isinstance(package.releases, list) or package.records is not UNSET or _is_record(package):
         return None
     return Document(split=package)
 

@@ -410,6 +410,18 @@ def test_a_repeated_releases_or_records_member_loses_no_release(document: str) -
 
 
 
+
+def test_a_records_member_repeated_with_null_last_beside_releases_loses_no_compiled_release() -> None:
+    # GIVEN a package with releases and a records member given twice, the last copy null
+    record = '{"ocid":"b","compiledRelease":{"ocid":"b","id":"x","date":"2020-01-01T00:00:00Z"}}'
+    document = '{"releases":[' + _A + '],"records":[' + record + '],"records":null}'
+    # WHEN it is read, as a document, as a message's page and streamed
+    inline = messages.parse(messages.inline_raw("s", document), None, 10**6)
+    for page in (document.encode(), inline.page, read_stream(io.BytesIO(document.encode()))):  # type: ignore[union-attr]
+        prepared = prepare_page(page, "s")
+        # THEN the release and the record's compiled release are both read
+        assert ([row.ocid for row in prepared.rows], [row.ocid for row in prepared.compiled]) == (["a"], ["b"])
+
 @st.composite
 def _package_repeating_releases(draw: st.DrawFn) -> tuple[str, set[str]]:
     """A package, a record package's record, a bare record or an element of a top-level array whose 'releases'
