@@ -422,6 +422,7 @@ def test_a_records_member_repeated_with_null_last_beside_releases_loses_no_compi
         # THEN the release and the record's compiled release are both read
         assert ([row.ocid for row in prepared.rows], [row.ocid for row in prepared.compiled]) == (["a"], ["b"])
 
+
 @st.composite
 def _package_repeating_releases(draw: st.DrawFn) -> tuple[str, set[str]]:
     """A package, a record package's record, a bare record or an element of a top-level array whose 'releases'
