@@ -265,12 +265,8 @@ def read_release(raw: Any) -> ReadRelease:
     flags: list[str] = []
     usual = _usual(raw)
     if usual is not None:
-        encoded, value = usual
-        if b"\\" not in encoded:  # the usual release: no escape, so no NUL and no escaped colon (as below, sooner)
-            if jsontext.has_repeated_key(encoded, value, colon_escape=False):
-                flags.append("duplicate_key")
-            return ReadRelease(encoded, value, flags)
         text: str | None = None  # the usual release is never made a text here: the row sends its bytes
+        encoded, value = usual
         repeated: int | None = None
     else:
         # The value alone: a bare release read in memory carries the document's surrounding whitespace, a
@@ -471,10 +467,9 @@ def newest_per_key(rows: list[ReleaseRow]) -> tuple[list[ReleaseRow], int]:
     """
     best: dict[tuple[str, str], ReleaseRow] = {}
     for row in rows:
-        key = (row.ocid, row.release_id)  # ``key``, written out: a property costs a row a call
-        kept = best.get(key)
-        if kept is None or kept.order < row.order:  # order is only looked at for a repeated key
-            best[key] = row
+        kept = best.get(row.key)
+        if kept is None or kept.order < row.order:
+            best[row.key] = row
     return [best[key] for key in sorted(best)], len(rows) - len(best)
 
 
