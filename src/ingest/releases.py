@@ -192,7 +192,7 @@ def _json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, Decimal)):
+    if isinstance(value, (int, Decimal, msgspec.Raw)):
         return "number"
     return {str: "string", list: "array"}.get(type(value), "object")
 
@@ -206,6 +206,8 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _amount(value: Any) -> str | None:
+    if type(value) is msgspec.Raw:  # a number with a fraction or an exponent (``decode_published``)
+        value = jsontext.number_value(value)
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return str(value)  # exact: the published digits, never a float
     return None
@@ -213,8 +215,9 @@ def _amount(value: Any) -> str | None:
 
 @dataclass(slots=True)
 class ReadRelease:
-    """A release as it will be stored (its text in UTF-8, what the hash covers), the release parsed exactly,
-    and what reading it found."""
+    """A release as it will be stored (its text in UTF-8, what the hash covers), the release parsed exactly (a
+    number with a fraction or an exponent as its published text, ``jsontext.decode_published``), and what reading
+    it found."""
 
     encoded: bytes
     value: Any
@@ -234,7 +237,7 @@ def _parse(text: str) -> tuple[Any, int | None]:
     """The value, every number exact, and how many keys repeat: msgspec first (the count is then None, for
     ``jsontext`` to find from the text), the standard library where msgspec refuses (raises _Reject)."""
     try:
-        return jsontext.decode(text), None
+        return jsontext.decode_published(text), None
     except jsontext.PARSE_ERRORS as exc:
         if isinstance(exc, jsontext.NumberOutOfRange) or isinstance(exc.__cause__, jsontext.NumberOutOfRange):
             raise _Reject("number_out_of_range", str(exc if exc.__cause__ is None else exc.__cause__)) from None
@@ -314,13 +317,16 @@ def _usual(raw: Any) -> tuple[bytes, Any] | None:
         return None
     data = bytes(raw).strip(b" \t\r\n")  # ASCII whitespace: never part of a UTF-8 sequence
     try:
-        return data, jsontext.decode(data)
+        return data, jsontext.decode_published(data)
     except jsontext.PARSE_ERRORS:
         return None
 
 
 def _release_id(release: dict[str, Any], encoded: bytes, flags: list[str]) -> str:
     release_id = release.get("id")
+    if type(release_id) is msgspec.Raw:  # a number with a fraction or an exponent, as published
+        flags.append("id_number")
+        return str(release_id, "ascii")
     if isinstance(release_id, (int, Decimal)) and not isinstance(release_id, bool):
         flags.append("id_number")
         try:

@@ -487,7 +487,8 @@ def test_non_finite_number_rejection_records_the_ocid_and_id() -> None:
 
 
 @pytest.mark.parametrize(("number", "shown"), [("1e131073", "1e131073"), ("1e-16384", "1e-16384"),
-                                               ("9" * 131073, "9" * 40)])
+                                               ("9" * 131073, "9" * 40), ("0." + "5" * 16384, "0." + "5" * 38),
+                                               ("-" + "9" * 131073 + ".5", "-" + "9" * 39)])
 def test_number_beyond_postgresql_numeric_is_rejected_as_number_out_of_range(number: str, shown: str) -> None:
     published = with_amount(number)
     rejection = rejection_of(published)
@@ -505,10 +506,40 @@ def test_any_exponent_beyond_postgresql_numeric_is_a_rejection_not_an_error(numb
 
 
 @pytest.mark.parametrize("number", ["1e131071", "1e-16383", "9" * 131072, "0e200000", "-0.0E+131073",
-                                    "0e1073741822", "1.000e-16380", "0.001e131074"])
+                                    "0e1073741822", "1.000e-16380", "0.001e131074", "-0." + "5" * 16383,
+                                    "9" * 131072 + "." + "9" * 16383])
 def test_number_at_the_edge_of_postgresql_numeric_is_stored(number: str) -> None:
     row = row_of(with_amount(number))
-    assert row.value_amount is not None and row.flags == []
+    assert row.value_amount == str(Decimal(number)) and row.flags == []
+
+
+_NUMBER_TEXT = st.one_of(
+    st.from_regex(r"-?(0|[1-9][0-9]{0,8})(\.[0-9]{1,8})?([eE][-+]?[0-9]{1,11})?", fullmatch=True),
+    # long ones, around the length where numeric's limits begin, with and without an exponent
+    st.builds(lambda head, digits, tail: head + digits + tail, st.sampled_from(["0.", "-0.", "1", "-9"]),
+              st.integers(16370, 16390).map(lambda count: "7" * count),
+              st.sampled_from(["", ".5", "e1", "e-1", "E+3"])))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(_NUMBER_TEXT)
+def test_a_number_read_as_published_is_its_text_refused_exactly_where_the_exact_reading_refuses_it(
+        number: str) -> None:
+    # GIVEN any number text, short or long, with or without an exponent
+    def read(decode: Any) -> Any:
+        try:
+            return decode(f"[{number}]")[0]
+        except jsontext.PARSE_ERRORS:
+            return None
+    exact, published = read(jsontext.decode), read(jsontext.decode_published)
+    # THEN read as published (a release read for storing) it is refused exactly where the exact reading refuses
+    # it (beyond PostgreSQL's numeric), else it is its own text, whose value is the exact reading's
+    assert (published is None) == (exact is None)
+    if exact is not None:
+        assert jsontext.number_value(published) == exact
+        if isinstance(exact, Decimal):
+            assert str(published, "ascii") == number
+        assert jsontext.column_text(published) == jsontext.column_text(exact)
 
 
 def test_rejection_keeps_the_exact_raw_text_the_walk_cut_out() -> None:
