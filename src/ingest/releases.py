@@ -206,11 +206,8 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _amount(value: Any) -> str | None:
-    if type(value) is msgspec.Raw:  # a number with a fraction or an exponent (``decode_published``)
-        value = jsontext.number_value(value)
-    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return str(value)  # exact: the published digits, never a float
-    return None
+    # A number's column text (exact: the published digits, never a float); a string is no amount.
+    return None if isinstance(value, str) else _text(value)
 
 
 @dataclass(slots=True)
