@@ -111,8 +111,13 @@ def test_a_sources_limits_and_retry_after_hold_across_worker_processes_and_nothi
     (refused,) = [entry for entry in slow_log if entry.status == 429]
     after = [entry.started for entry in slow_log if entry.started > refused.started]
     assert min(after) >= refused.ended + RETRY_AFTER - 0.05
-    # ... each page was fetched once (plus the refused one again): waiting is not a failure, so nothing was redone
-    assert len(slow_log) == SLOW_PAGES + 1, [(entry.started - slow_log[0].started, entry.status) for entry in slow_log]
+    # ... waiting is not a failure: no message was reported for retry (so none was fetched again for having
+    # waited), and every page was fetched, the refused one again. A page may be fetched once more only where the
+    # queue delivered its message twice: SQS is at-least-once, and so is the emulator, whose receive can hand one
+    # message to two processes polling at the same moment (moto marks it received after checking it is visible).
+    summaries = [log.read_text() for log in logs]
+    assert all(" 0 reported for retry, 0 invocation errors " in summary for summary in summaries), summaries
+    assert len(slow_log) >= SLOW_PAGES + 1, [(entry.started - slow_log[0].started, entry.status) for entry in slow_log]
     # ... the other publisher was served meanwhile, not after the slow one's crawl
     assert max(entry.ended for entry in other.log) < slow_log[-1].started
     # ... and every page is stored, nothing is in the dead-letter queue or the rejected messages
