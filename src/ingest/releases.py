@@ -206,7 +206,12 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _amount(value: Any) -> str | None:
-    # A number's column text (exact: the published digits, never a float); a string is no amount.
+    """The amount for the numeric column: a number with a fraction or an exponent as its published text, which
+    PostgreSQL's numeric reads to the value (and scale) it reads in ``data`` (the reader checked it is in range);
+    an integer's digits. Never a float; a string is no amount. (Through ``Decimal`` and back, as ``column_text``
+    writes a number for a text column, it cost a row ~3 µs and the column the same value.)"""
+    if type(value) is msgspec.Raw:
+        return str(value, "ascii")
     return None if isinstance(value, str) else _text(value)
 
 
