@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         # Values never encoded: the first encoding of a non-ASCII string also makes its UTF-8 (~4 µs a release
         # here), which the worker pays on every release it reads.
         values[:] = map(jsontext.decode_published, texts)
+
     worker = Worker(Connections(lambda: None), {})  # type: ignore[arg-type, return-value]
     batch = [Message(f"stage-{number}", body, None, 1, "0" * 32) for number, body in enumerate(bodies)]
     # The inputs stay in memory for every stage: keep the garbage collector from walking them again and again

@@ -377,7 +377,6 @@ def test_any_number_is_read_exactly_with_its_published_digits(number: str) -> No
         # the column: an integer's digits, any other number as published (its digits and exponent, so numeric
         # reads the value and scale it reads in data)
         assert result.value_amount == (str(expected) if integer else number)
-        assert Decimal(result.value_amount).as_tuple()[1:] == exact.as_tuple()[1:]
 
 
 def test_bytes_invalid_in_utf_8_are_read_as_windows_1252_with_flag_legacy_encoding() -> None:
@@ -516,8 +515,8 @@ def test_any_exponent_beyond_postgresql_numeric_is_a_rejection_not_an_error(numb
                                     "9" * 131072 + "." + "9" * 16383])
 def test_number_at_the_edge_of_postgresql_numeric_is_stored(number: str) -> None:
     row = row_of(with_amount(number))
-    assert row.value_amount is not None and row.flags == []
-    assert Decimal(row.value_amount).as_tuple() == Decimal(number).as_tuple()
+    assert row.flags == []
+    assert Decimal(row.value_amount).as_tuple() == Decimal(number).as_tuple()  # digits and exponent: numeric's scale
 
 
 _NUMBER_TEXT = st.one_of(
