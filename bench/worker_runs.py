@@ -132,6 +132,10 @@ def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[d
             "worker_server_us": round(worker.server_cpu / worker.releases * 1e6, 1),
             "json_loads_us": round(parse / worker.releases * 1e6, 1),
             "worker_process_us": round(worker.process_cpu / worker.releases * 1e6, 1),
+            # Its two halves: the thread that writes (the handler, pg8000, the socket, freeing written pages) and
+            # the look-ahead thread that prepares the next message (the process's other threads; no proxy here).
+            "worker_writing_us": round(worker.client_cpu / worker.releases * 1e6, 1),
+            "worker_lookahead_us": round(worker.proxy_cpu / worker.releases * 1e6, 1),
         }
         pairs.append(_with_ratios(pair, PAIRED_RATIOS))
     return pairs
@@ -387,8 +391,9 @@ def print_worker_runs(info: dict[str, Any]) -> None:
             print(f" try {number}: worker {pair['worker_rate']:,.0f} vs limit {pair['limit_rate']:,.0f} rel/s = "
                   f"{pair['vs_limit']:.2f}x; database {pair['worker_server_us']:.0f} vs "
                   f"{pair['limit_server_us']:.0f} µs = {pair['server_cpu']:.2f}x; "
-                  f"worker process {pair['worker_process_us']:.0f} µs vs json.loads {pair['json_loads_us']:.0f} = "
-                  f"{pair['client_cpu']:.2f}x")
+                  f"worker process {pair['worker_process_us']:.0f} µs (writing thread "
+                  f"{pair['worker_writing_us']:.0f}, look-ahead {pair['worker_lookahead_us']:.0f}) vs json.loads "
+                  f"{pair['json_loads_us']:.0f} = {pair['client_cpu']:.2f}x")
     for number, pair in enumerate(info.get("latency_pairs", []), 1):
         if number == 1:
             print("the proxied tries (0 ms, 1 ms, the per-row seed at 1 ms, 5 ms, one after the other; the latency "
