@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from baselines import copy_limit, create_tables
@@ -308,6 +309,13 @@ class NullDatabase:
         if self.keep:
             self.parameters.append(params["page"])
         return [[0, 0, 0, 0]]
+
+    def send(self, sql: str, where: str, **params: Any) -> SimpleNamespace:
+        """A statement sent ahead (ingest.store.connection.Database.send): its answer is ready at once."""
+        return SimpleNamespace(database=self, rows=self.execute(sql, where, **params))
+
+    def receive(self, sent: SimpleNamespace) -> list[list[Any]]:
+        return sent.rows
 
     def limit_statements(self, seconds: float | None) -> None:
         pass  # nothing runs long on a stand-in

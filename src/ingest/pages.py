@@ -27,8 +27,15 @@ from ingest.releases import (
     unreadable_to_rejection,
 )
 from ingest.store.compiled import compile_mode, compile_ocids
-from ingest.store.connection import Database
-from ingest.store.writer import DEFAULT_STRATEGY, Parameters, statement_parameters, write_page
+from ingest.store.connection import Database, Sent
+from ingest.store.writer import (
+    DEFAULT_STRATEGY,
+    SENDABLE_STRATEGIES,
+    Parameters,
+    send_page,
+    statement_parameters,
+    write_page,
+)
 
 # Releases per transaction when a file is larger than one page (measured by `make bench`; see README).
 DEFAULT_BATCH_SIZE = 250
@@ -149,15 +156,31 @@ def prepare_page(page: Any, source: str, context: str = "", strategy: str = DEFA
     return prepared
 
 
-def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool | str = True) -> PageResult:
+def can_send_ahead(prepared: PreparedPage, compile_releases: bool | str = True) -> bool:
+    """Whether the page is one statement and nothing follows it on the connection (compiling ``inline`` reads
+    and writes after each page), so ``send_prepared`` may put it on the wire before an earlier answer is read."""
+    return prepared.strategy in SENDABLE_STRATEGIES and compile_mode(compile_releases) != "inline"
+
+
+def send_prepared(db: Database, prepared: PreparedPage, compile_releases: bool | str = True) -> Sent:
+    """Put a prepared page's statement on the wire without waiting for its answer (``can_send_ahead`` pages);
+    ``write_prepared(..., sent=)`` finishes it."""
+    return send_page(db, prepared.source, prepared.context, prepared.strategy, prepared.parameters,
+                     mark_pending=compile_mode(compile_releases) == "deferred")
+
+
+def write_prepared(db: Database, prepared: PreparedPage, compile_releases: bool | str = True,
+                   sent: Sent | None = None) -> PageResult:
     """Write a prepared page in one transaction (one statement unless PostgreSQL refuses a row). Then, by
     ``compile_releases`` (``store.compiled.COMPILE_MODES``; True is ``inline``): ``inline`` brings the compiled
     releases of its ocids up to date (its own transaction, after the write commits); ``deferred`` has the write
-    itself mark the ocids it changed for the compile step; ``off`` does neither."""
+    itself mark the ocids it changed for the compile step; ``off`` does neither. ``sent``: the page's statement,
+    already on the wire (``send_prepared``), whose answer is read here; its round trip counts for this page."""
     mode = compile_mode(compile_releases)
-    round_trips_before = db.round_trips
+    round_trips_before = db.round_trips - (sent is not None)
     written = write_page(db, prepared.rows, prepared.rejections, prepared.compiled, prepared.source,
-                         prepared.context, prepared.strategy, prepared.parameters, mark_pending=mode == "deferred")
+                         prepared.context, prepared.strategy, prepared.parameters, mark_pending=mode == "deferred",
+                         sent=sent)
     ocids_compiled = compile_ocids(
         db, [row.ocid for row in prepared.rows] + [row.ocid for row in prepared.compiled],
         known={row.key: (row.content_hash, row.value) for row in prepared.rows}).compiled if mode == "inline" else 0

@@ -33,9 +33,17 @@ from typing import Any, TypeVar
 from ingest import documents, messages
 from ingest.documents import Item
 from ingest.errors import DatabaseUnavailable, PermanentError, TransientError
-from ingest.pages import PageResult, PreparedPage, prepare_items, prepare_page, write_prepared
+from ingest.pages import (
+    PageResult,
+    PreparedPage,
+    can_send_ahead,
+    prepare_items,
+    prepare_page,
+    send_prepared,
+    write_prepared,
+)
 from ingest.sources import Source
-from ingest.store.connection import Database
+from ingest.store.connection import Database, Sent
 from ingest.store.quarantine import reject_message
 from ingest.store.writer import DEFAULT_STRATEGY
 
@@ -195,6 +203,20 @@ class LookAhead:
             message_id = self._order[index]
             self._futures[message_id] = self._executor.submit(self._prepare, self._messages[message_id])
 
+    def following(self, message: Message) -> Prepared | None:
+        """The message after ``message`` in the batch, once prepared (waiting for it), without taking it; None
+        if there is none or its preparation failed (``take`` raises that, for its own message)."""
+        if message.message_id not in self._messages:
+            return None
+        index = self._order.index(message.message_id) + 1
+        future = self._futures.get(self._order[index]) if index < len(self._order) else None
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception:  # noqa: BLE001 - raised again by take(), where it is that message's failure
+            return None
+
     def take(self, message: Message) -> Prepared:
         future = self._futures.pop(message.message_id, None)
         if message.message_id in self._messages:
@@ -241,6 +263,7 @@ class Worker:
         self.strategy = strategy
         self.compile_releases = compile_releases
         self._ahead: LookAhead | None = None
+        self._sent_ahead: dict[str, Sent] = {}  # message id -> its page's statement, on the wire behind another's
         self._prepare_thread: ThreadPoolExecutor | None = None  # started by the first batch, kept while warm
         self._deadline: float | None = None  # time.monotonic() by which every call of this invocation ends
 
@@ -278,6 +301,9 @@ class Worker:
         finally:
             self._ahead.close()
             self._ahead = None
+            # A page sent ahead whose message was not processed (no time left) is written all the same; its
+            # redelivery finds it unchanged. Its answer is read by the connection's next request.
+            self._sent_ahead.clear()
             self._deadline = None
             sys.setswitchinterval(switch_interval)
 
@@ -316,8 +342,31 @@ class Worker:
             return MessageOutcome(prepared.source, page=self._write_streamed(prepared), run_id=prepared.run_id)
         page = prepared.page
         assert page is not None
-        written = self._on_database(lambda db: write_prepared(db, page, self.compile_releases))
+        sent = self._sent_ahead.pop(prepared.message.message_id, None)
+        written = self._on_database(lambda db: self._write_page(db, prepared.message, page, sent))
         return MessageOutcome(prepared.source, page=written, run_id=prepared.run_id)
+
+    def _write_page(self, db: Database, message: Message, page: PreparedPage, sent: Sent | None) -> PageResult:
+        """Write a page, its answer read only once the next message's page is on the wire behind it: PostgreSQL
+        then goes from one page to the next without waiting a round trip (a statement of its own, so a failure
+        stays that page's). ``sent``: this page's statement, if it went out behind the previous one's."""
+        if not can_send_ahead(page, self.compile_releases):
+            return write_prepared(db, page, self.compile_releases)
+        if sent is None or sent.database is not db:  # not sent, or on a connection since replaced
+            sent = send_prepared(db, page, self.compile_releases)
+        following = self._ahead.following(message) if self._ahead is not None else None
+        if (following is not None and following.page is not None and self._time_to_send()
+                and can_send_ahead(following.page, self.compile_releases)):
+            self._sent_ahead[following.message.message_id] = send_prepared(db, following.page,
+                                                                           self.compile_releases)
+        return write_prepared(db, page, self.compile_releases, sent)
+
+    def _time_to_send(self) -> bool:
+        try:
+            self.seconds_left()
+        except OutOfTime:
+            return False
+        return True
 
     def _on_database(self, work: Callable[[Database], T]) -> T:
         """``work`` on the connection, every statement of it limited to the time left before the deadline."""

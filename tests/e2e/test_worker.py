@@ -185,16 +185,19 @@ def test_through_the_emulator_a_message_that_always_fails_ends_in_the_dlq(
     poison = json.dumps({"version": 1, "source": "s", "page": {"releases": [
         {"ocid": "ocds-poison", "id": "1", "date": "2021-01-01T00:00:00Z"}]}})
     send(sqs, queue_url, [Outgoing(body) for body in [*good[:6], poison, *good[6:]]])
-    real_process = handler.worker.worker().process
+    real_prepare = handler.worker.worker().prepare
 
     def infrastructure_trouble_for_poison(message: Any) -> Any:
+        # Where infrastructure fails a message before its page exists (a fetch timing out), so nothing of it
+        # can be written: a page already on the wire behind the previous one would be (and found unchanged when
+        # the message comes back).
         if "ocds-poison" in message.body:
             from ingest.errors import TransientError
 
             raise TransientError("simulated outage for this message only")
-        return real_process(message)
+        return real_prepare(message)
 
-    monkeypatch.setattr(handler.worker.worker(), "process", infrastructure_trouble_for_poison)
+    monkeypatch.setattr(handler.worker.worker(), "prepare", infrastructure_trouble_for_poison)
     total = EventSourceEmulator(sqs, queue_url, handler.worker.lambda_handler, batch_size=5).drain()
     assert total.succeeded == 12
     assert total.failed == 3  # received three times, then the queue's redrive policy moved it

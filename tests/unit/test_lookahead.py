@@ -71,6 +71,34 @@ def test_a_failed_preparation_is_raised_for_its_own_message_only(thread: ThreadP
         ahead.close()
 
 
+def test_the_following_message_is_seen_once_prepared_and_still_taken_in_its_turn(thread: ThreadPoolExecutor) -> None:
+    calls: list[str] = []
+
+    def prepare(message: Message) -> Prepared:
+        calls.append(message.message_id)
+        if message.message_id == "m2":
+            raise TransientError("the publisher timed out")
+        return Prepared(message, "s", context=f"prepared {message.message_id}")
+
+    ahead = LookAhead(prepare, batch(3), thread)
+    try:
+        first = ahead.take(Message("m0", "body 0"))
+        # WHEN the writer looks at the message after m0 (prepared ahead) THEN it gets it, prepared once
+        following = ahead.following(first.message)
+        assert following is not None and following.context == "prepared m1"
+        assert ahead.take(Message("m1", "body 1")) is following
+        # a following message whose preparation failed is not handed out; its own take raises the failure
+        assert ahead.following(Message("m1", "body 1")) is None
+        with pytest.raises(TransientError, match="timed out"):
+            ahead.take(Message("m2", "body 2"))
+        # nothing follows the last message, or one from outside the batch
+        assert ahead.following(Message("m2", "body 2")) is None
+        assert ahead.following(Message("x", "body")) is None
+        assert calls == ["m0", "m1", "m2"]
+    finally:
+        ahead.close()
+
+
 def test_a_message_outside_the_batch_is_prepared_on_the_spot(thread: ThreadPoolExecutor) -> None:
     threads: list[str] = []
 

@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 import types
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pg8000.core
 import pg8000.native
+from pg8000.converters import make_params
 
 from ingest.errors import ConfigurationError, DatabaseUnavailable
 from ingest.store.errors import translate
@@ -213,11 +216,28 @@ def _send_parts(connection: pg8000.native.Connection, parts: list[bytes]) -> Non
     stream.write(tail)
 
 
+@dataclass(eq=False)
+class Sent:
+    """A statement sent with ``Database.send`` whose answer may not have been read yet (``Database.receive``)."""
+
+    database: Database
+    where: str
+    context: Any  # pg8000's, which collects the answer's rows
+    rows: list[list[Any]] | None = None
+    error: Exception | None = None
+    answered: bool = False
+
+
 class Database:
     """A pg8000 connection with prepared statements cached, errors translated and round trips counted.
 
     ``round_trips`` counts each request the client sends and then waits on; the latency proxy in the benchmark
     counts the same thing on the wire, which is how the two are checked against each other.
+
+    ``send`` puts a statement on the wire without waiting for its answer, so the server finds the next one queued
+    when it finishes the current one. Answers are read strictly in the order the statements were sent: every
+    other call reads the pending answers first (each kept for its ``receive``), so it never takes another
+    statement's answer for its own.
     """
 
     def __init__(self, connection: pg8000.native.Connection, settings: DatabaseSettings) -> None:
@@ -227,11 +247,72 @@ class Database:
         connection.send_BIND = types.MethodType(_send_bind, connection)  # type: ignore[method-assign]
         self.round_trips = 0
         self._prepared: dict[str, Any] = {}
+        self._pending: deque[Sent] = deque()
         self.broken = False
         self.statement_timeout_ms: int | None = None  # as last set by limit_statements (None: the server's)
 
+    def send(self, sql: str, where: str, **params: Any) -> Sent:
+        """A parameterised statement (prepared once per connection) sent without reading its answer; each is one
+        round trip, whatever else is on the wire. One Sync each: a statement that fails rolls back alone."""
+        statement = self._prepared.get(sql)
+        if statement is None:
+            self.drain()
+            self.round_trips += 1
+            statement = self._prepare(sql, where)
+        sent = Sent(self, where, pg8000.core.Context(statement.statement, columns=statement.cols,
+                                                     input_funcs=statement.input_funcs))
+        try:
+            self.round_trips += 1
+            values = make_params(self.connection.py_types, statement.make_vals(params))
+            self.connection.send_BIND(statement.name_bin, values)
+            self.connection.send_EXECUTE()
+            pg8000.core._write(self.connection._sock, pg8000.core.SYNC_MSG)
+            pg8000.core._flush(self.connection._sock)
+        except Exception as exc:
+            raise self._translate(exc, where) from exc
+        self._pending.append(sent)
+        return sent
+
+    def receive(self, sent: Sent) -> list[list[Any]]:
+        """The answer of a statement ``send`` sent (reading those sent before it first): its rows, or its error."""
+        while not sent.answered and self._pending:
+            self._answer_next()
+        if not sent.answered:  # sent on a connection since closed
+            sent.answered, sent.error = True, DatabaseUnavailable(f"{sent.where}: the connection was closed "
+                                                                  "before the statement's answer came")
+        if sent.error is not None:
+            raise sent.error
+        return sent.rows or []
+
+    def drain(self) -> None:
+        """Read every pending answer (kept for ``receive``), so the next request's answer is the next one read."""
+        while self._pending:
+            self._answer_next()
+
+    def _answer_next(self) -> None:
+        sent = self._pending.popleft()
+        sent.answered = True
+        if self.broken:
+            sent.error = DatabaseUnavailable(f"{sent.where}: the connection was lost before the statement's "
+                                             "answer came")
+            return
+        try:
+            self.connection.handle_messages(sent.context)
+            sent.rows = sent.context.rows or []
+        except Exception as exc:
+            sent.error = self._translate(exc, sent.where)
+
+    def _prepare(self, sql: str, where: str) -> Any:
+        try:
+            statement = self.connection.prepare(sql)
+        except Exception as exc:
+            raise self._translate(exc, where) from exc
+        self._prepared[sql] = statement
+        return statement
+
     def run(self, sql: str, where: str) -> list[list[Any]]:
         """A statement without parameters, sent with the simple query protocol: one round trip."""
+        self.drain()
         try:
             self.round_trips += 1
             return self.connection.run(sql) or []
@@ -240,12 +321,12 @@ class Database:
 
     def execute(self, sql: str, where: str, **params: Any) -> list[list[Any]]:
         """A parameterised statement, prepared once per connection; each later use is one round trip."""
+        self.drain()
+        statement = self._prepared.get(sql)
+        if statement is None:
+            self.round_trips += 1
+            statement = self._prepare(sql, where)
         try:
-            statement = self._prepared.get(sql)
-            if statement is None:
-                self.round_trips += 1
-                statement = self.connection.prepare(sql)
-                self._prepared[sql] = statement
             self.round_trips += 1
             return statement.run(**params) or []
         except Exception as exc:
@@ -253,6 +334,7 @@ class Database:
 
     def execute_once(self, sql: str, where: str, **params: Any) -> list[list[Any]]:
         """A parameterised statement not worth preparing (migrations, tests)."""
+        self.drain()
         try:
             self.round_trips += 3  # pg8000 parses, describes and executes an unnamed statement in three
             return self.connection.run(sql, **params) or []
@@ -262,6 +344,7 @@ class Database:
     def copy_in(self, sql: str, data: bytes, where: str) -> None:
         """COPY … FROM STDIN. pg8000 sends it as an unnamed extended-protocol statement: parse, describe and
         bind, execute (answered by CopyInResponse), then the data; four round trips."""
+        self.drain()
         try:
             self.round_trips += 4
             self.connection.run(sql, stream=io.BytesIO(data))
@@ -311,6 +394,8 @@ class Database:
         return error
 
     def close(self) -> None:
+        # Answers not read by now never will be: receive() says so for each.
+        self._pending.clear()
         # pg8000 closes its socket but drops the buffered file it reads through without closing it, which
         # keeps the descriptor open until garbage collection: close that file too.
         stream = getattr(self.connection, "_sock", None)

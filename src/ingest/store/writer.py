@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ingest.releases import CompiledRow, Rejection, ReleaseRow, is_usual_utc
-from ingest.store.connection import Database, Utf8Text
+from ingest.store.connection import Database, Sent, Utf8Text
 from ingest.store.errors import DataRefused
 
 _RELEASE_COLUMNS = (
@@ -325,21 +325,43 @@ def statement_parameters(strategy: str, releases: Sequence[ReleaseRow], rejectio
     return {"page": page}
 
 
+SENDABLE_STRATEGIES = ("json", "unnest")  # one statement a page, which Database.send can put on the wire ahead
+
+
+def _where(source: str, context: str) -> str:
+    return f"writing a page of {source} ({context})" if context else f"writing a page of {source}"
+
+
+def send_page(db: Database, source: str, context: str, strategy: str, parameters: Parameters,
+              mark_pending: bool = False) -> Sent:
+    """Put a page's statement (its ``statement_parameters``) on the wire without waiting for its answer;
+    ``write_page(..., sent=)`` reads the answer and does what a refusal asks."""
+    if strategy not in SENDABLE_STRATEGIES:
+        raise ValueError(f"the {strategy} strategy writes a page in more than one statement; it cannot be sent ahead")
+    return db.send(_page_sql(strategy, mark_pending), _where(source, context), **parameters)
+
+
+def _page_sql(strategy: str, mark_pending: bool) -> str:
+    return (MARKING_UPSERT_SQL if mark_pending else UPSERT_SQL)[strategy]
+
+
 def write_page(db: Database, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
                compiled: Sequence[CompiledRow], source: str, context: str,
                strategy: str = DEFAULT_STRATEGY, parameters: Parameters | None = None,
-               mark_pending: bool = False) -> WriteResult:
+               mark_pending: bool = False, sent: Sent | None = None) -> WriteResult:
     """Write one page: all of its acceptable rows commit together, or nothing does. ``parameters`` are the
     page's ``statement_parameters`` when they were built ahead; ``mark_pending`` records the ocids it changed
-    for the compile step, in the same transaction."""
-    where = f"writing a page of {source} ({context})" if context else f"writing a page of {source}"
-    writer = _Writer(db, strategy, source, context, where, mark_pending)
+    for the compile step, in the same transaction; ``sent`` is the page's statement if ``send_page`` already
+    put it on the wire."""
+    writer = _Writer(db, strategy, source, context, _where(source, context), mark_pending)
     try:
+        if sent is not None:
+            return writer.result(db.receive(sent))
         return writer.attempt(releases, rejections, compiled, parameters)
     except DataRefused:
         pass
     result = WriteResult(refused=[])
-    with db.transaction(where):
+    with db.transaction(writer.where):
         writer.in_transaction = True
         writer.bisect(list(releases), lambda part: writer.attempt(part, [], []), result)
         writer.bisect(list(compiled), lambda part: writer.attempt([], [], part), result)
@@ -363,12 +385,12 @@ class _Writer:
     def attempt(self, releases: Sequence[ReleaseRow], rejections: Sequence[Rejection],
                 compiled: Sequence[CompiledRow], parameters: Parameters | None = None) -> WriteResult:
         """One statement (json, unnest) or one staged COPY (copy) for these rows."""
-        sql = (MARKING_UPSERT_SQL if self.mark_pending else UPSERT_SQL)[self.strategy]
+        sql = _page_sql(self.strategy, self.mark_pending)
         if parameters is None:
             parameters = statement_parameters(self.strategy, releases, rejections, compiled, self.source,
                                               self.context)
         if self.strategy != "copy":
-            return self._result(self.db.execute(sql, self.where, **parameters))
+            return self.result(self.db.execute(sql, self.where, **parameters))
         if self.in_transaction:
             return self._copy_and_upsert(sql, releases, parameters["page"])
         with self.db.transaction(self.where):
@@ -378,10 +400,11 @@ class _Writer:
         self.db.run(f"{_staging_sql()}; TRUNCATE {_STAGING}", self.where)
         columns = ", ".join(key for _, key, _ in _RELEASE_COLUMNS)
         self.db.copy_in(f"COPY {_STAGING} ({columns}) FROM STDIN", copy_text(releases), self.where)
-        return self._result(self.db.execute(sql, self.where, page=page))
+        return self.result(self.db.execute(sql, self.where, page=page))
 
     @staticmethod
-    def _result(rows: list[list[int]]) -> WriteResult:
+    def result(rows: list[list[int]]) -> WriteResult:
+        """What the page statement's one row of counts says."""
         row = rows[0]
         return WriteResult(inserted=row[0], updated=row[1], quarantined=row[2], compiled=row[3])
 
