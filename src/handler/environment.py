@@ -186,7 +186,16 @@ def build_worker() -> Any:
     return Worker(connections, configured, fetcher=http_fetcher, s3=s3_client,
                   max_page_bytes=_int("MAX_PAGE_BYTES", DEFAULT_MAX_PAGE_BYTES),
                   strategy=write_strategy(), unavailable=unavailable,
-                  compile_releases=compile_releases())
+                  compile_releases=compile_releases(), send_ahead=send_ahead())
+
+
+def send_ahead() -> bool:
+    """SEND_AHEAD: whether the worker puts the next page's statement on the wire before the current page's answer
+    is read (README, The worker); ``false`` for a connection pooler in between that cannot take that."""
+    value = (os.environ.get("SEND_AHEAD") or "true").strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigurationError(f"SEND_AHEAD={value!r} is neither true nor false: set one of those or unset it")
+    return value == "true"
 
 
 def write_strategy() -> str:

@@ -251,7 +251,8 @@ class Worker:
     def __init__(self, connections: Connections, sources: dict[str, Source], *,
                  fetcher: Callable[[], Any] | None = None, s3: Callable[[], Any] | None = None,
                  max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES, strategy: str = DEFAULT_STRATEGY,
-                 unavailable: dict[str, str] | None = None, compile_releases: bool | str = True) -> None:
+                 unavailable: dict[str, str] | None = None, compile_releases: bool | str = True,
+                 send_ahead: bool = True) -> None:
         self.connections = connections
         self.sources = sources
         self.unavailable = unavailable or {}  # source name -> why it cannot be fetched now (its auth secret)
@@ -262,6 +263,7 @@ class Worker:
         self.max_page_bytes = max_page_bytes
         self.strategy = strategy
         self.compile_releases = compile_releases
+        self.send_ahead = send_ahead  # the next page's statement on the wire before the current answer is read
         self._ahead: LookAhead | None = None
         self._sent_ahead: dict[str, Sent] = {}  # message id -> its page's statement, on the wire behind another's
         self._prepare_thread: ThreadPoolExecutor | None = None  # started by the first batch, kept while warm
@@ -350,7 +352,7 @@ class Worker:
         """Write a page, its answer read only once the next message's page is on the wire behind it: PostgreSQL
         then goes from one page to the next without waiting a round trip (a statement of its own, so a failure
         stays that page's). ``sent``: this page's statement, if it went out behind the previous one's."""
-        if not can_send_ahead(page, self.compile_releases):
+        if not self.send_ahead or not can_send_ahead(page, self.compile_releases):
             return write_prepared(db, page, self.compile_releases)
         if sent is None or sent.database is not db:  # not sent, or on a connection since replaced
             sent = send_prepared(db, page, self.compile_releases)

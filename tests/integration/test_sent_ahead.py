@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ingest.errors import DatabaseUnavailable
+from handler import environment
+from ingest.errors import ConfigurationError, DatabaseUnavailable
 from ingest.pages import save_page
 from ingest.store.connection import Database, connect_url
 from ingest.store.errors import DataRefused
@@ -94,8 +95,9 @@ class Recorder:
 
 
 def run_batch(url: str, bodies: list[str], compile_releases: str = "off",
-              connect: Any = None) -> list[MessageOutcome]:
-    worker = Worker(Connections(connect or (lambda: connect_url(url))), {}, compile_releases=compile_releases)
+              connect: Any = None, send_ahead: bool = True) -> list[MessageOutcome]:
+    worker = Worker(Connections(connect or (lambda: connect_url(url))), {}, compile_releases=compile_releases,
+                    send_ahead=send_ahead)
     batch = [Message(f"m{n}", text, "s") for n, text in enumerate(bodies)]
     try:
         with worker.batch(batch):
@@ -128,6 +130,25 @@ def test_a_row_the_database_refuses_is_quarantined_by_its_own_page_with_another_
     assert db.run("SELECT ocid, reason FROM rejected_releases", "read") == [[f"ocds-r{refused_page}",
                                                                               "database_refused"]]
     assert db.run("SELECT count(*) FROM releases", "count") == [[5]]
+
+
+def test_with_send_ahead_off_each_page_is_written_before_the_next_goes_out(
+        migrated: str, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Recorder(monkeypatch)
+    outcomes = run_batch(migrated, [body(f"o{n}", ["1"]) for n in range(3)], send_ahead=False)
+    assert recorder.pending_at_send == []
+    assert [outcome.page.inserted for outcome in outcomes if outcome.page] == [1, 1, 1]
+
+
+def test_the_send_ahead_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEND_AHEAD", raising=False)
+    assert environment.send_ahead() is True
+    for value, expected in (("false", False), (" FALSE ", False), ("true", True)):
+        monkeypatch.setenv("SEND_AHEAD", value)
+        assert environment.send_ahead() is expected
+    monkeypatch.setenv("SEND_AHEAD", "no")
+    with pytest.raises(ConfigurationError, match="SEND_AHEAD='no' is neither true nor false"):
+        environment.send_ahead()
 
 
 def test_compiling_inline_sends_nothing_ahead(migrated: str, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
