@@ -88,6 +88,15 @@ def write_strategy() -> str:
     return write_strategy()
 
 
+def worker_settings() -> None:
+    """The worker's settings from the environment (WRITE_STRATEGY, SEND_AHEAD), checked as the worker checks them,
+    before a command that runs it starts anything."""
+    from handler.environment import send_ahead
+
+    write_strategy()
+    send_ahead()
+
+
 # --- the database ---------------------------------------------------------------------------------------------
 
 
@@ -267,7 +276,7 @@ def _pipeline(sources: list[Any], url: str, *, served: int = 0, verbose: bool = 
 
     from ingest.local_pipeline import quiet, run
 
-    write_strategy()
+    worker_settings()
     with quiet(verbose), tempfile.TemporaryDirectory(prefix="ocds-ingest-") as workdir:
         import handler.compile
         import handler.harvest
@@ -289,7 +298,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ingest.store import harvest_state
     from ingest.store.connection import connect_url
 
-    write_strategy()
+    worker_settings()
     samples = SHARED_SAMPLES if SHARED_SAMPLES.is_dir() else SHIPPED_SAMPLES
     files = sorted(p for p in samples.rglob("*.json") if _is_publisher_data(p, samples))
     url = database_url()
@@ -359,7 +368,7 @@ def add_demo(commands: Any) -> None:
 def cmd_harvest(args: argparse.Namespace) -> int:
     from ingest import cli_harvest
 
-    write_strategy()
+    worker_settings()
     return cli_harvest.run(args, database_url, _pipeline, _interrupted)
 
 
@@ -375,7 +384,7 @@ def add_harvest(commands: Any) -> None:
 def cmd_drain(args: argparse.Namespace) -> int:
     from ingest import cli_drain
 
-    write_strategy()
+    worker_settings()
     args.resolved_region = cli_drain.region(args)
     os.environ["DATABASE_URL"] = database_url()
     return cli_drain.run(args)

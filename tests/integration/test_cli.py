@@ -129,6 +129,17 @@ def test_an_unknown_write_strategy_stops_every_command_before_it_starts(
     assert use_database.run("SELECT count(*) FROM releases", "r") == [[0]]
 
 
+@pytest.mark.parametrize("command", [["demo"], ["harvest", "--url", "http://x.invalid"]])
+def test_an_unknown_send_ahead_stops_the_commands_that_run_the_worker_before_they_start(
+        command: list[str], use_database: Database, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SEND_AHEAD", "sometimes")
+    assert main(command) == 2
+    assert one_line(capsys) == (f"ocds-ingest {command[0]}: SEND_AHEAD='sometimes' is neither true nor false: set "
+                                "one of those or unset it")
+    assert use_database.run("SELECT count(*) FROM releases", "r") == [[0]]
+
+
 def test_load_takes_its_default_strategy_from_write_strategy(use_database: Database, monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     import re
