@@ -118,25 +118,24 @@ def test_a_usage_mistake_is_one_line_and_exit_2(argv: list[str], said: str,
     assert said in line and line.endswith("--help)")
 
 
-@pytest.mark.parametrize("command", [["load", str(TEN_RELEASES)], ["demo"], ["harvest", "--url", "http://x.invalid"]])
-def test_an_unknown_write_strategy_stops_every_command_before_it_starts(
-        command: list[str], use_database: Database, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("WRITE_STRATEGY", "fastest")
-    assert main(command) == 2
-    assert one_line(capsys) == (f"ocds-ingest {command[0]}: WRITE_STRATEGY='fastest' is not one of json, unnest, "
-                                "copy: set one of those or unset it")
-    assert use_database.run("SELECT count(*) FROM releases", "r") == [[0]]
+WRONG_WORKER_SETTINGS = [
+    ("WRITE_STRATEGY", "fastest", "WRITE_STRATEGY='fastest' is not one of json, unnest, copy: set one of those or "
+     "unset it"),
+    ("SEND_AHEAD", "sometimes", "SEND_AHEAD='sometimes' is neither true nor false: set one of those or unset it"),
+]
 
 
-@pytest.mark.parametrize("command", [["demo"], ["harvest", "--url", "http://x.invalid"]])
-def test_an_unknown_send_ahead_stops_the_commands_that_run_the_worker_before_they_start(
-        command: list[str], use_database: Database, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("SEND_AHEAD", "sometimes")
+@pytest.mark.parametrize(("variable", "value", "said", "command"), [
+    *[(*setting, command) for setting in WRONG_WORKER_SETTINGS
+      for command in (["demo"], ["harvest", "--url", "http://x.invalid"])],
+    (*WRONG_WORKER_SETTINGS[0], ["load", str(TEN_RELEASES)]),  # load writes as the worker does, without sending ahead
+])
+def test_a_wrong_worker_setting_stops_the_commands_that_use_it_before_they_start(
+        variable: str, value: str, said: str, command: list[str], use_database: Database,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(variable, value)
     assert main(command) == 2
-    assert one_line(capsys) == (f"ocds-ingest {command[0]}: SEND_AHEAD='sometimes' is neither true nor false: set "
-                                "one of those or unset it")
+    assert one_line(capsys) == f"ocds-ingest {command[0]}: {said}"
     assert use_database.run("SELECT count(*) FROM releases", "r") == [[0]]
 
 
