@@ -5,14 +5,15 @@
 | worker end to end vs the limit | worker rel/s / raw COPY (the limit) rel/s, both connected directly |
 | database CPU per release vs the limit's | every server process's CPU (utime+stime) per release, the same runs |
 | worker process CPU per release vs json.loads | the whole worker process's CPU per release (direct run) / the
-  standard library's ``json.loads`` of the same message bodies per release |
+  standard library's ``json.loads`` of the same message bodies per release, timed between the worker's invocations
+  of that run (each event's bodies after the event) |
 | round trips per page | counted on the wire by the proxy, per message (a page) |
 | at 1 ms RTT vs loopback; vs one upsert per release | worker rel/s at 1 ms / at 0 ms (both through the proxy);
   worker rel/s at 1 ms / the seed's per-row upsert at 1 ms (on the worker's releases) |
 
-The first three are each the median, over the directly connected tries (json.loads, the limit, the worker, one
-after the other), of the ratio within a try (``worker_runs.paired``): this shared machine's speed moves too much
-between tries for a ratio of two separately chosen bests to mean anything. So are the two latency figures, over
+The first three are each the median, over the directly connected tries (the limit, then the worker with json.loads
+between its invocations), of the ratio within a try (``worker_runs.paired``): this shared machine's speed moves too
+much between tries for a ratio of two separately chosen bests to mean anything. So are the two latency figures, over
 the proxied tries (0 ms, 1 ms, the per-row seed at 1 ms and 5 ms one after the other, ``worker_runs.latency_paired``).
 """
 

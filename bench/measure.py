@@ -84,6 +84,9 @@ class Run:
     counts: dict[str, int] = field(default_factory=dict)
     all_seconds: list[float] = field(default_factory=list)  # every repetition; the fastest one is reported
     direct: bool = False  # connected straight to the server, no proxy in between (no wire count)
+    # CPU seconds of json.loads of the same bodies, timed between the worker's invocations (the clock and the
+    # CPU figures above leave it out); None where none ran (see worker_runs.measure_worker)
+    interleaved_parse_cpu: float | None = None
 
     @property
     def rate(self) -> float:

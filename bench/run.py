@@ -109,9 +109,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     worker.add_argument("--worker-releases", type=int,
                         help="4 KB releases sent through the handler (default 10000, --quick 1000)")
     worker.add_argument("--worker-pairs", type=int,
-                        help="alternated tries of the worker and the limit, connected directly (each bracketed by "
-                             "json.loads) and through the proxy (0, 1, 5 ms); the issue's figures are the median "
-                             "ratios within a try (default 5, --quick 3)")
+                        help="alternated tries of the worker and the limit, connected directly (json.loads of "
+                             "each event's bodies timed between the worker's invocations) and through the proxy "
+                             "(0, 1, 5 ms); the issue's figures are the median ratios within a try (default 5, "
+                             "--quick 3)")
     worker.add_argument("--worker-per-message", type=int, default=200, help="releases per inline message")
     worker.add_argument("--worker-batch", type=int, default=5, help="records per event (the stack's BatchSize)")
     worker.add_argument("--worker-strategies", default=",".join([DEFAULT_STRATEGY, *(name for name in STRATEGIES

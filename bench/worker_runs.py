@@ -6,7 +6,8 @@ to committed rows on a warm worker (connected and prepared by one warm-up invoca
 bench/compile_bench.py's). Each repetition runs the limit (the same rows, encoded beforehand, in one psycopg
 COPY) and then the worker, alternated, so a busy moment of this shared machine touches both:
 
-* directly connected (no proxy): end to end vs the limit, database CPU and the worker process's CPU per release;
+* directly connected (no proxy): end to end vs the limit, database CPU and the worker process's CPU per release,
+  against json.loads of the same bodies timed between the worker's invocations (off its clock);
 * through the latency proxy at 0, 1 and 5 ms, one delay after the other within a try: round trips per message on
   the wire, and what latency costs.
 
@@ -58,9 +59,18 @@ def _failures(responses: list[dict[str, Any]]) -> list[Any]:
 
 def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float | None,
                    events: list[dict[str, Any]], warm: dict[str, Any], releases: int, messages: int,
-                   per_message: int, mean_bytes: int, sink: Any) -> Run:
+                   per_message: int, mean_bytes: int, sink: Any,
+                   divisor_bodies: list[list[str]] | None = None) -> Run:
     """Invoke the handler with every event through a freshly connected (then warmed) worker; ``delay`` None:
-    connected straight to the server, else through a fresh proxy adding ``delay`` seconds per round trip."""
+    connected straight to the server, else through a fresh proxy adding ``delay`` seconds per round trip.
+
+    ``divisor_bodies``: after each invocation, json.loads of the same bodies as the event's (other str objects,
+    as cold), timed on its own and left out of the run's clock and CPU (``Run.interleaved_parse_cpu``); the
+    look-ahead thread is idle there (the batch has ended). The worker's CPU and its divisor are then sampled at
+    the same moments (an invocation is about a sixth of a second here) and in the same units of work: this shared
+    machine's speed moves by up to 2x within a second, too fast for a json.loads before and after the try to stand
+    for the moments between, and json.loads of an event's five bodies after a pause costs 5-15% more per release
+    than of fifty bodies in a row, which the worker never gets either."""
     from ingest.queue import LocalContext
 
     database = WORKER_DATABASE
@@ -86,14 +96,21 @@ def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float | N
             # Fresh event objects, as the Lambda runtime parses each invocation's payload: a body read in an
             # earlier try keeps the UTF-8 that msgspec made of it, a cost every real message pays.
             fresh = [json.loads(worker_bench.event_bytes(event)) for event in events]
+            parse_cpu = parse_wall = 0.0
             with contextlib.redirect_stdout(sink):
                 process_before, thread_before = time.process_time(), time.thread_time()
                 started = time.perf_counter()
-                for event in fresh:
+                for number, event in enumerate(fresh):
                     responses.append(module.lambda_handler(event, LocalContext(120)))
-                seconds = time.perf_counter() - started
-                thread_cpu = time.thread_time() - thread_before
-                process_cpu_used = time.process_time() - process_before
+                    if divisor_bodies is not None:
+                        paused, parse_began = time.perf_counter(), time.process_time()
+                        for body in divisor_bodies[number]:
+                            json.loads(body)
+                        parse_cpu += time.process_time() - parse_began
+                        parse_wall += time.perf_counter() - paused
+                seconds = time.perf_counter() - started - parse_wall
+                thread_cpu = time.thread_time() - thread_before - parse_cpu
+                process_cpu_used = time.process_time() - process_before - parse_cpu
             wire = proxy.round_trips if proxy is not None else None
             backend_used = process_cpu(backend) - backend_before
             server_used = bench.server_cpu() - server_before
@@ -112,7 +129,8 @@ def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float | N
               proxy_cpu=max(0.0, process_cpu_used - thread_cpu), process_cpu=process_cpu_used,
               backend_cpu=backend_used, other_server_cpu=max(0.0, server_used - backend_used),
               wal_bytes=bench.wal_lsn() - wal_before, rows_after=bench.count(database, "releases"),
-              counts={"events": len(events), "messages": messages, "failures": 0, **rejected}, direct=delay is None)
+              counts={"events": len(events), "messages": messages, "failures": 0, **rejected}, direct=delay is None,
+              interleaved_parse_cpu=parse_cpu if divisor_bodies is not None else None)
     if run.rows_after != releases or any(rejected.values()):
         raise SystemExit(f"worker [{strategy}]: {run.rows_after} rows after the run (expected {releases}), "
                          f"rejected {rejected}")
@@ -120,25 +138,30 @@ def measure_worker(bench: Bench, module: Any, *, strategy: str, delay: float | N
 
 
 def paired(parses: list[float], limits: list[Run], workers: list[Run]) -> list[dict[str, float]]:
-    """Each alternated try's figures side by side: the limit and the worker, run one after the other, and the mean
-    of the json.loads timed just before and just after them (``parses`` has one more item than the tries). This
-    shared machine's speed moves by up to 2x within minutes (the same json.loads, from one try to the next), so a
-    ratio is taken within a try, where both sides ran at the same moment, never between the bests of each."""
+    """Each alternated try's figures side by side: the limit and the worker, run one after the other. This shared
+    machine's speed moves by up to 2x within seconds (the same json.loads, from one moment to the next), so a
+    ratio is taken within a try, where both sides ran at the same moment, never between the bests of each.
+
+    The divisor of the worker's CPU is the json.loads timed between its invocations (``measure_worker``); the
+    mean of those timed just before and just after the try (``parses`` has one more item than the tries) is kept
+    beside it, with its ratio, as the bench measured it before stop 29."""
     pairs = []
     brackets = [(before + after) / 2 for before, after in zip(parses[:-1], parses[1:], strict=True)]
-    for parse, limit, worker in zip(brackets, limits, workers, strict=True):
+    for bracket, limit, worker in zip(brackets, limits, workers, strict=True):
+        parse = bracket if worker.interleaved_parse_cpu is None else worker.interleaved_parse_cpu
         pair = {
             "limit_rate": round(limit.rate, 1), "worker_rate": round(worker.rate, 1),
             "limit_server_us": round(limit.server_cpu / limit.releases * 1e6, 1),
             "worker_server_us": round(worker.server_cpu / worker.releases * 1e6, 1),
             "json_loads_us": round(parse / worker.releases * 1e6, 1),
+            "json_loads_bracket_us": round(bracket / worker.releases * 1e6, 1),
             "worker_process_us": round(worker.process_cpu / worker.releases * 1e6, 1),
             # Its two halves: the thread that writes (the handler, pg8000, the socket, freeing written pages) and
             # the look-ahead thread that prepares the next message (the process's other threads; no proxy here).
             "worker_writing_us": round(worker.client_cpu / worker.releases * 1e6, 1),
             "worker_lookahead_us": round(worker.proxy_cpu / worker.releases * 1e6, 1),
         }
-        pairs.append(_with_ratios(pair, PAIRED_RATIOS))
+        pairs.append(_with_ratios(pair, PAIRED_RATIOS + BRACKET_RATIOS))
     return pairs
 
 
@@ -165,6 +188,8 @@ def _with_ratios(pair: dict[str, float], ratios: tuple[tuple[str, str, str], ...
 LATENCY_RATIOS = (("latency", "slow_rate", "loopback_rate"), ("vs_per_row", "slow_rate", "per_row_rate"))
 PAIRED_RATIOS = (("vs_limit", "worker_rate", "limit_rate"), ("server_cpu", "worker_server_us", "limit_server_us"),
                  ("client_cpu", "worker_process_us", "json_loads_us"))
+# Not a figure of the issue: the worker's CPU against the json.loads timed before and after its try.
+BRACKET_RATIOS = (("client_cpu_bracketed", "worker_process_us", "json_loads_bracket_us"),)
 
 
 def body_parse_cpu(bodies: list[str], repeat: int = 3) -> float:
@@ -296,6 +321,10 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
     sink = open(os.devnull, "w")  # noqa: SIM115 - closed below
     try:
 
+        # The bodies of each event, for json.loads between the worker's invocations (the divisor of its CPU)
+        per_event = args.worker_batch
+        bodies_by_event = [bodies[start:start + per_event] for start in range(0, len(bodies), per_event)]
+
         def limit_and_workers(delay: float | None, strategies: list[str], tries: dict[str, list[Run]]) -> None:
             tries.setdefault(LIMIT, []).append(bench.measure_limit(
                 database=WORKER_DATABASE, delay=delay, data=encoded, releases=len(releases), size="worker",
@@ -304,7 +333,8 @@ def bench_worker(bench: Bench, releases: list[dict[str, Any]], args: Any) -> dic
                 tries.setdefault(strategy, []).append(measure_worker(
                     bench, module, strategy=strategy, delay=delay, events=events, warm=warm,
                     releases=len(releases), messages=len(bodies), per_message=args.worker_per_message,
-                    mean_bytes=mean, sink=sink))
+                    mean_bytes=mean, sink=sink,
+                    divisor_bodies=bodies_by_event if delay is None and strategy == default else None))
 
         # Directly connected, every strategy: each try bracketed by two json.loads of the bodies.
         direct: dict[str, list[Run]] = {}
