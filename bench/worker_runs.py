@@ -427,7 +427,13 @@ def print_worker_runs(info: dict[str, Any]) -> None:
                   f"{pair['limit_server_us']:.0f} µs = {pair['server_cpu']:.2f}x; "
                   f"worker process {pair['worker_process_us']:.0f} µs (writing thread "
                   f"{pair['worker_writing_us']:.0f}, look-ahead {pair['worker_lookahead_us']:.0f}) vs json.loads "
-                  f"{pair['json_loads_us']:.0f} = {pair['client_cpu']:.2f}x")
+                  f"{pair['json_loads_us']:.0f} = {pair['client_cpu']:.2f}x"
+                  + (f" (timed before and after the try: {pair['json_loads_bracket_us']:.0f} = "
+                     f"{pair['client_cpu_bracketed']:.2f}x)" if "client_cpu_bracketed" in pair else ""))
+        bracketed = sorted(pair["client_cpu_bracketed"] for pair in info["pairs"] if "client_cpu_bracketed" in pair)
+        if bracketed:
+            print(f" the worker's CPU against json.loads timed before and after each try (the divisor until stop 29): "
+                  f"median {statistics.median(bracketed):.2f}x ({bracketed[0]:.2f}–{bracketed[-1]:.2f})")
     for number, pair in enumerate(info.get("latency_pairs", []), 1):
         if number == 1:
             print("the proxied tries (0 ms, 1 ms, the per-row seed at 1 ms, 5 ms, one after the other; the latency "
